@@ -1,0 +1,108 @@
+"""Annotation pools: which articles to read, in which order, and why (the stratum).
+
+Strata:
+- `prefilter`: every article that passes the documented pre-filter (see prefilter.py), ranked by its score;
+- `random`: a seeded random sample from outside the pre-filter, to measure what the pre-filter misses;
+- `model`: once a stance model exists, articles ranked by it (highest non-neutral probability and most
+  uncertain first: active learning).
+Only the `train` and `unsplit` splits may be sampled: the reserved evaluation splits are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+from training.annotate.prefilter import PREFILTER_VERSION, prefilter
+from training.annotate.schema import RESERVED_SPLITS
+from training.data.article import Article, InputError
+from training.data.cleaning import normalize_many
+from training.io import atomic_write_text
+
+ALLOWED_SPLITS = ("train", "unsplit")
+
+
+def check_splits(splits: Iterable[str]) -> list[str]:
+    splits = list(splits)
+    reserved = sorted(set(splits) & RESERVED_SPLITS)
+    if reserved:
+        raise InputError(
+            f"split(s) {', '.join(reserved)} are reserved for evaluation and are never annotated; "
+            f"sample from {' / '.join(ALLOWED_SPLITS)}"
+        )
+    unknown = sorted(set(splits) - set(ALLOWED_SPLITS))
+    if unknown:
+        raise InputError(f"unknown split(s) {', '.join(unknown)}; expected {' / '.join(ALLOWED_SPLITS)}")
+    return splits
+
+
+def candidates(articles: Iterable[Article], splits: Iterable[str]) -> list[Article]:
+    """Articles of the allowed splits, first of each exact-duplicate group (same body or same title) only."""
+    splits = set(check_splits(splits))
+    kept = [a for a in articles if a.origin_split not in RESERVED_SPLITS and a.origin_split in splits]
+    bodies, titles = normalize_many([a.body for a in kept]), normalize_many([a.title for a in kept])
+    seen: set[str] = set()
+    out = []
+    for a, body_key, title_key in zip(kept, bodies, titles):
+        keys = (body_key, "title:" + title_key)
+        if any(k in seen for k in keys):
+            continue
+        seen.update(keys)
+        out.append(a)
+    return out
+
+
+def build_pool(
+    articles: Iterable[Article],
+    *,
+    splits: Iterable[str] = ALLOWED_SPLITS,
+    random_size: int = 300,
+    seed: int = 0,
+    model_scores: dict[str, list[float]] | None = None,
+    model_size: int = 0,
+    exclude: set[str] = frozenset(),
+) -> list[dict]:
+    """Pool rows: id, stratum, rank, score. `model_scores` maps id -> [p_anti, p_neutre, p_pro]."""
+    cands = [a for a in candidates(articles, splits) if a.id not in exclude]
+    rows: list[dict] = []
+    scored = [(prefilter(a), a) for a in cands]
+    selected = sorted((x for x in scored if x[0].selected), key=lambda x: (-x[0].score, x[1].id))
+    for rank, (res, a) in enumerate(selected):
+        rows.append({"id": a.id, "stratum": "prefilter", "rank": rank, "score": res.score, "section": a.section,
+                     "split": a.origin_split, "prefilter_version": PREFILTER_VERSION})
+    taken = {r["id"] for r in rows}
+    outside = sorted(a.id for res, a in scored if not res.selected)
+    section_of = {a.id: (a.section, a.origin_split) for a in cands}
+    for rank, id_ in enumerate(random.Random(seed).sample(outside, min(random_size, len(outside)))):
+        rows.append({"id": id_, "stratum": "random", "rank": rank, "score": None, "section": section_of[id_][0],
+                     "split": section_of[id_][1], "seed": seed})
+        taken.add(id_)
+    if model_scores and model_size:
+        def priority(probs: list[float]) -> float:
+            anti, neutral, pro = probs
+            return max(anti, pro) + (1.0 - abs(max(anti, pro) - neutral))  # likely stance, or most uncertain
+        ranked = sorted((i for i in model_scores if i in section_of and i not in taken),
+                        key=lambda i: (-priority(model_scores[i]), i))
+        for rank, id_ in enumerate(ranked[:model_size]):
+            rows.append({"id": id_, "stratum": "model", "rank": rank, "score": round(priority(model_scores[id_]), 4),
+                         "section": section_of[id_][0], "split": section_of[id_][1]})
+    return rows
+
+
+def write_pool(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_pool(path: Path) -> list[dict]:
+    try:
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such pool file (create it with `vigie annotate sample`)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid pool file: {e}") from None
+    for i, r in enumerate(rows, start=1):
+        if r.get("split") in RESERVED_SPLITS:
+            raise InputError(f"{path}:{i}: article {r.get('id')} is from the reserved split {r['split']}")
+    return rows
