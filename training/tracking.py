@@ -1,0 +1,210 @@
+"""Every MLflow tracking call of the project lives here (the registry's live in registry.py).
+
+Default store: `sqlite:///mlruns/mlflow.db` with artifacts under `mlruns/artifacts/` (MLflow 3.17+ refuses a
+plain `./mlruns` file store); `MLFLOW_TRACKING_URI` overrides it. A run always ends FINISHED, FAILED or
+KILLED: exceptions, Ctrl-C and SIGTERM are caught here; a SIGKILL cannot be, and `vigie runs cleanup` marks
+such orphans KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
+DEFAULT_STORE_DIR = Path("mlruns")
+MAX_PARAM_VALUE = 6000
+MAX_PARAMS = 500
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def uses_default_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def setup() -> MlflowClient:
+    if uses_default_store():
+        DEFAULT_STORE_DIR.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient()
+
+
+def check_reachable(timeout_s: float = 5.0) -> None:
+    """Fail fast, with the URI in the message, when a remote tracking server does not answer."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    from training.data.article import InputError
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).read()
+    except Exception as e:  # noqa: BLE001 - any failure means: not reachable
+        raise InputError(f"MLflow tracking server {uri} is not reachable ({type(e).__name__}: {e}); "
+                         "start it or unset MLFLOW_TRACKING_URI to use the local store") from None
+
+
+def experiment_id(name: str) -> str:
+    client = setup()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri() if uses_default_store() else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so that the run is closed as KILLED."""
+
+
+@contextmanager
+def run(experiment: str, run_name: str, tags: dict[str, str], description: str = "", nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """A run that ends FINISHED on success, KILLED on Ctrl-C/SIGTERM, FAILED on any other error."""
+    exp_id = experiment_id(experiment)
+    tags = {**tags, "vigie.pid": str(os.getpid()), "vigie.host": socket.gethostname(), "mlflow.note.content": description}
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        raise _Terminated()
+
+    if not nested:
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:  # not the main thread
+            pass
+    active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, nested=nested)
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    finally:
+        if not nested:
+            try:
+                signal.signal(signal.SIGTERM, previous)
+            except ValueError:
+                pass
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Flattened config as params, bounded: values cut to MLflow's length limit, at most MAX_PARAMS."""
+    items = []
+    for k, v in sorted(params.items())[:MAX_PARAMS]:
+        s = json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
+        items.append((k[:250], s[:MAX_PARAM_VALUE]))
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if v is not None}
+    items = list(clean.items())
+    for i in range(0, len(items), 500):
+        mlflow.log_metrics(dict(items[i : i + 500]), step=step)
+
+
+def log_dataset_split(df, name: str, source: str, targets: str | None, context: str) -> None:
+    dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
+    mlflow.log_input(dataset, context=context)
+
+
+def log_artifacts(local_dir: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(local_dir), artifact_path)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
+def log_pyfunc_model(model_dir: Path, signature, input_example, pip_requirements: list[str], code_paths: list[str]):
+    from training.models.pyfunc import VigieModel
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=VigieModel(),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=code_paths,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+    )
+
+
+def active_run_id() -> str:
+    return mlflow.active_run().info.run_id
+
+
+def cleanup_stale_runs(older_than_s: float = 0.0) -> int:
+    """Mark RUNNING runs whose process is gone (same host, pid dead) or older than `older_than_s` as KILLED."""
+    client = setup()
+    now_ms = time.time() * 1000
+    n = 0
+    for exp in client.search_experiments():
+        for r in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10_000):
+            pid, host = r.data.tags.get("vigie.pid"), r.data.tags.get("vigie.host")
+            alive = False
+            if pid and host == socket.gethostname():
+                try:
+                    os.kill(int(pid), 0)
+                    alive = int(pid) != os.getpid()
+                except (OSError, ValueError):
+                    alive = False
+            if alive and (now_ms - r.info.start_time) < older_than_s * 1000:
+                continue
+            if alive and older_than_s == 0:
+                continue
+            client.set_terminated(r.info.run_id, status="KILLED")
+            n += 1
+    return n
+
+
+def run_ui(host: str = "127.0.0.1", port: int = 5001) -> int:
+    setup()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)]
+    if uses_default_store():
+        cmd += ["--default-artifact-root", (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()]
+    print(f"MLflow UI on http://{host}:{port}  (store: {tracking_uri()})", file=sys.stderr)
+    return subprocess.call(cmd)
