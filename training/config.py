@@ -55,7 +55,9 @@ class DataConfig(Strict):
     annotations: str | None = "data/annotations/stance/adjudicated.jsonl"
     sections: list[str] = Field(default_factory=lambda: list(ORANGESUM_SECTIONS), min_length=1)
     topic_map: dict[str, str] = Field(default_factory=dict)  # section -> topic; unmapped sections keep their name
-    conflict_policy: Literal["majority", "drop"] = "majority"
+    # duplicate groups whose members carry different topics: `drop` them all, keep the `majority` topic (a tie
+    # drops the group), or `majority_first` (a tie keeps the topic of the group's first article in corpus order)
+    conflict_policy: Literal["majority", "majority_first", "drop"] = "majority"
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 13
     max_articles: int | None = Field(None, ge=10)  # a deterministic slice, for small runs and tests
@@ -279,7 +281,10 @@ def apply_override(data: dict, override: str, source: str) -> None:
 def format_validation_error(e: ValidationError, source: str) -> str:
     lines = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-after"))
+        parts = [str(x) for x in err["loc"] if not str(x).startswith("function-after")]
+        if len(parts) > 1 and parts[0] == "model" and parts[1] in ("baseline", "camembert"):
+            del parts[1]  # the discriminated union's tag, not a key of the file
+        loc = ".".join(parts)
         msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{source}: {loc or '(top level)'}: {msg}")
     return "\n".join(lines)

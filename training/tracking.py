@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +92,27 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt so that the run is closed as KILLED."""
 
 
+_EXTRA_TAGS: ContextVar[dict[str, str]] = ContextVar("vigie_extra_run_tags", default={})
+
+
 @contextmanager
-def run(experiment: str, run_name: str, tags: dict[str, str], description: str = "", nested: bool = False) -> Iterator[mlflow.ActiveRun]:
-    """A run that ends FINISHED on success, KILLED on Ctrl-C/SIGTERM, FAILED on any other error."""
+def extra_run_tags(tags: dict[str, str]) -> Iterator[None]:
+    """Tags added to every run that `run()` starts inside this block (a sweep tags its trials' runs so)."""
+    token = _EXTRA_TAGS.set({**_EXTRA_TAGS.get(), **tags})
+    try:
+        yield
+    finally:
+        _EXTRA_TAGS.reset(token)
+
+
+@contextmanager
+def run(experiment: str, run_name: str, tags: dict[str, str], description: str = "", nested: bool = False,
+        run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run that ends FINISHED on success, KILLED on Ctrl-C/SIGTERM, FAILED on any other error.
+    With `run_id`, that existing run is reopened (RUNNING again) instead of a new one being started."""
     exp_id = experiment_id(experiment)
-    tags = {**tags, "vigie.pid": str(os.getpid()), "vigie.host": socket.gethostname(), "mlflow.note.content": description}
+    tags = {**tags, **_EXTRA_TAGS.get(), "vigie.pid": str(os.getpid()), "vigie.host": socket.gethostname(),
+            "mlflow.note.content": description}
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
@@ -106,7 +123,10 @@ def run(experiment: str, run_name: str, tags: dict[str, str], description: str =
             signal.signal(signal.SIGTERM, on_term)
         except ValueError:  # not the main thread
             pass
-    active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, nested=nested)
+    if run_id:
+        active = mlflow.start_run(run_id=run_id, tags=tags, nested=nested)
+    else:
+        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, nested=nested)
     try:
         yield active
     except KeyboardInterrupt:
@@ -175,6 +195,31 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, pip_requirements
 
 def active_run_id() -> str:
     return mlflow.active_run().info.run_id
+
+
+def get_run(run_id: str):
+    """The run, or None when the store does not have it (or it was deleted)."""
+    client = setup()
+    try:
+        r = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return None if r.info.lifecycle_stage == "deleted" else r
+
+
+def child_runs(parent_run_id: str, experiment: str) -> list:
+    """The runs nested under `parent_run_id` in `experiment`, oldest first."""
+    client = setup()
+    return client.search_runs([experiment_id(experiment)], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+
+
+def end_run_as(run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+    """Set the final status (FINISHED, FAILED, KILLED) and tags of a run that is no longer active."""
+    client = setup()
+    for k, v in (tags or {}).items():
+        client.set_tag(run_id, k, v)
+    client.set_terminated(run_id, status=status)
 
 
 def cleanup_stale_runs(older_than_s: float = 0.0) -> int:

@@ -158,8 +158,9 @@ def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
         tracking.log_artifacts(out / "reports", "reports")
         tracking.log_artifacts(out / "figures", "figures")
         _say("logging the model ...")
-        tracking.log_pyfunc_model(out / "model", signature(labels), INPUT_EXAMPLE, result.pip_requirements,
-                                  code_paths=[str(Path(__file__).resolve().parent)])
+        info = tracking.log_pyfunc_model(out / "model", signature(labels), INPUT_EXAMPLE, result.pip_requirements,
+                                         code_paths=[str(Path(__file__).resolve().parent)])
+        tracking.set_tags({"vigie.model_id": info.model_id, "vigie.model_uri": info.model_uri})
         _say(f"run {run_id} finished")
         headline = {k: round(v, 4) for k, v in sorted(metrics.items())
                     if k.endswith(("_macro_f1", "_accuracy", "macro_f1_mean")) and not k.startswith("train_")}

@@ -102,11 +102,12 @@ def fingerprint(files: Iterable[Path], annotations: Path | None, cfg: DataConfig
     return h.hexdigest()
 
 
-def _slice(articles: list[Article], stance_ids: set[str], n: int, seed: int) -> list[Article]:
-    """A deterministic slice of n articles: half from the stance-annotated ones, the rest at random."""
+def _slice(articles: list[Article], stance_ids: set[str], always: set[str], n: int, seed: int) -> list[Article]:
+    """A deterministic slice of n articles: the hand-labelled ones (sidecar) always, half of the rest from the
+    stance-annotated ones, the remainder at random."""
     order = sorted(articles, key=lambda a: _stable_hash(str(seed), a.id))
-    annotated = [a for a in order if a.id in stance_ids][: n // 2]
-    taken = {a.id for a in annotated}
+    annotated = [a for a in order if a.id in stance_ids and a.id not in always][: n // 2]
+    taken = {a.id for a in annotated} | (always & {a.id for a in articles})
     rest = [a for a in order if a.id not in taken][: n - len(annotated)]
     keep = taken | {a.id for a in rest}
     return [a for a in articles if a.id in keep]
@@ -173,7 +174,7 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> dict:
         unique.append(a)
     articles = unique
     if cfg.max_articles:
-        articles = _slice(articles, set(stance_of), cfg.max_articles, cfg.seed)
+        articles = _slice(articles, set(stance_of), set(sidecar), cfg.max_articles, cfg.seed)
 
     # boilerplate lines learned per source (a no-op where bodies have no recurring lines)
     boiler = BoilerplateModel(cfg.boilerplate.min_docs, cfg.boilerplate.min_fraction).fit((a.source, a.body) for a in articles)
@@ -236,6 +237,8 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> dict:
         if len(topics) > 1:
             conflicts["groups"] += 1
             (top, n1), (_, n2) = topics.most_common(2)
+            if n1 == n2 and cfg.conflict_policy == "majority_first":
+                top, n2 = rows[min(idx)]["topic"], -1
             if cfg.conflict_policy == "drop" or n1 == n2:
                 for i in idx:
                     keep[i] = False
@@ -303,7 +306,7 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> dict:
     }
     out = Path(cfg.output_dir) / cfg.name
     with atomic_directory(out) as tmp:
-        dsd.save_to_disk(str(tmp))
+        dsd.save_to_disk(str(tmp), num_shards={s: 1 for s in dsd})  # one shard each: empty splits load too
         atomic_write_text(tmp / "boilerplate.json", json.dumps(boiler.to_json()))
         atomic_write_text(tmp / "config.json", json.dumps(cfg.model_dump(), indent=2, ensure_ascii=False))
         stats["seconds"] = round(time.time() - t0, 2)

@@ -20,6 +20,7 @@ from training.data.cleaning import clean_body, clean_title, normalize_chars
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # a single news article is never this big; a 50 MB "article" is a wrong file
 MAX_JSONL_BYTES = 2 * 1024**3
+MIN_HTML_WORDS = 15  # below this, what trafilatura found is page furniture, not an article
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 JSONL_SUFFIXES = {".jsonl", ".jsonl.gz", ".ndjson", ".json.gz"}
@@ -133,8 +134,9 @@ def article_from_html(html: str, *, id: str, source: str, path: str | None = Non
     import trafilatura  # heavy import, only when HTML is read
 
     doc = trafilatura.bare_extraction(html, include_comments=False, favor_precision=True, with_metadata=True)
-    if doc is None or not (doc.text or "").strip():
-        raise ValueError("no article text found in the HTML page")
+    words = len((doc.text or "").split()) if doc is not None else 0
+    if words < MIN_HTML_WORDS:
+        raise ValueError(f"no article text found in the HTML page ({words} words of main text)")
     url = doc.url
     section = section_from_url(url)
     title = clean_title(doc.title or "")

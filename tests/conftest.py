@@ -1,0 +1,61 @@
+"""Shared fixtures. Tests read the shared corpus from ../shared (never copied into the repo) and write only
+under pytest's tmp_path; MLflow runs go to a temporary sqlite store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ORANGESUM = SHARED / "data" / "orangesum"
+SHARDS = ORANGESUM / "shards"
+REPO_SAMPLE = ORANGESUM / "repo-sample"
+SEED = REPO / "seeds" / "000_e3005b3932ea3b15.txt"
+ADJUDICATED = REPO / "data" / "annotations" / "stance" / "adjudicated.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    """Run every test from the repository root (configs use repo-relative paths)."""
+    monkeypatch.chdir(REPO)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def small_overrides(tmp: Path, n: int = 400) -> list[str]:
+    return [
+        f"data.output_dir={tmp / 'processed'}",
+        f"data.max_articles={n}",
+        "data.name=orangesum-small",
+        f"data.sources=[{{path: {SHARDS}, name: orangesum}}, {{path: {REPO / 'seeds'}, name: seeds}}]",
+        "evaluate.worst_examples=5",
+    ]
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory):
+    """A small dataset (400 articles, half of them stance-annotated) built once for the session."""
+    from training.config import load_config
+    from training.data.build import build_dataset
+
+    tmp = tmp_path_factory.mktemp("small")
+    cfg = load_config(REPO / "configs" / "baseline.yaml", small_overrides(tmp))
+    stats = build_dataset(cfg.data, progress=False)
+    return cfg, stats, tmp

@@ -1,0 +1,49 @@
+"""`vigie predict`: article files in any format the readers know -> JSONL predictions (stdout or a file)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from training.data.article import Skip
+from training.data.readers import read_paths
+from training.io import atomic_write_text
+from training.registry import load_model
+
+OUTPUT_FIELDS = ("topic", "topic_score", "stance", "stance_score")
+
+
+def predict_paths(paths: list[str], model_uri: str, output: str | None = None, batch_size: int = 256) -> int:
+    from tqdm import tqdm
+
+    skips: list[Skip] = []
+    articles = list(read_paths(paths, skips.append))
+    model = load_model(model_uri)
+    lines: list[str] = []
+    bar = tqdm(total=len(articles), desc="predict", unit="article", file=sys.stderr, disable=len(articles) < batch_size)
+    for k in range(0, len(articles), batch_size):
+        batch = articles[k : k + batch_size]
+        # the model cleans its input itself; it gets the article as title line + text, like any raw input
+        pred = model.predict(pd.DataFrame({"text": [a.text for a in batch]}))
+        for a, row in zip(batch, pred.to_dict(orient="records")):
+            rec = {"id": a.id, **{f: row.get(f) for f in OUTPUT_FIELDS}}
+            if a.path:
+                rec["path"] = a.path
+            lines.append(json.dumps(rec, ensure_ascii=False))
+        bar.update(len(batch))
+    bar.close()
+    text = "".join(line + "\n" for line in lines)
+    if output:
+        atomic_write_text(Path(output), text)
+    else:
+        sys.stdout.write(text)
+    reasons = Counter(s.reason.split(":")[0] for s in skips)
+    summary = f"predicted {len(lines)} article(s)" + (f"; skipped {len(skips)}: " + ", ".join(f"{r} ({n})" for r, n in reasons.items()) if skips else "")
+    print(summary, file=sys.stderr)
+    for s in skips[:20]:
+        print(f"  skipped {s}", file=sys.stderr)
+    return 0

@@ -1,0 +1,134 @@
+"""`vigie register`: the best finished run -> a registered version -> the `champion` alias, behind a gate.
+
+The gate: the alias moves only when the candidate beats the current champion on the same metric, measured on
+the same dataset (same fingerprint). Otherwise nothing moves and the message says why. Aliases, not the
+deprecated stages. A version is only created for a run whose model artifacts are really there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from training import tracking
+from training.data.article import InputError
+
+ALIAS = "champion"
+FINGERPRINT_TAG = "vigie.dataset_fingerprint"
+
+
+@dataclass
+class RegisterResult:
+    promoted: bool
+    version: str | None
+    run_id: str | None
+    message: str
+
+
+def _experiments(client, name: str | None) -> list[str]:
+    if name:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise InputError(f"--experiment {name}: no such experiment in {tracking.tracking_uri()}")
+        return [exp.experiment_id]
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def best_run(client, experiment_ids: list[str], metric: str):
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"attributes.status = 'FINISHED' and metrics.`{metric}` > -1e30 and tags.`vigie.family` != ''",
+        order_by=[f"metrics.`{metric}` DESC", "attributes.start_time DESC"],
+        max_results=50,
+    )
+    runs = [r for r in runs if not r.data.tags.get("mlflow.parentRunId") or r.data.tags.get("vigie.sweep_trial")]
+    for r in runs:
+        if _model_uri_if_complete(client, r):
+            return r
+    return None
+
+
+def _model_uri_if_complete(client, run) -> str | None:
+    """The logged model's URI (models:/<model id>) when its MLmodel file is really stored, else None."""
+    model_id = run.data.tags.get("vigie.model_id")
+    if not model_id:
+        return None
+    try:
+        names = {f.path for f in mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{model_id}")}
+    except (MlflowException, OSError):
+        return None
+    return f"models:/{model_id}" if "MLmodel" in names else None
+
+
+def _describe(run, metric: str) -> str:
+    m = run.data.metrics
+    heads = ", ".join(f"{k} {m[k]:.4f}" for k in sorted(m) if k.endswith(("macro_f1", "macro_f1_mean", "_accuracy")) and not k.startswith("train_"))
+    t = run.data.tags
+    return (f"Run {run.info.run_name} ({run.info.run_id}), family {t.get('vigie.family')}, dataset {t.get('vigie.dataset')} "
+            f"fingerprint {t.get(FINGERPRINT_TAG, '?')[:12]}, config {t.get('vigie.config_path')}, commit {t.get('vigie.git_commit')}. "
+            f"Selection metric {metric} = {m.get(metric)}. {heads}. Run link: {tracking.tracking_uri()} -> runs/{run.info.run_id}")
+
+
+def register_best(experiment: str | None = None, metric: str = "validation_macro_f1_mean", name: str = "vigie") -> RegisterResult:
+    tracking.check_reachable()
+    client = tracking.setup()
+    candidate = best_run(client, _experiments(client, experiment), metric)
+    if candidate is None:
+        raise InputError(f"no finished run with metric '{metric}' and a complete model in {tracking.tracking_uri()}; run `vigie train` first")
+    score = candidate.data.metrics[metric]
+    fingerprint = candidate.data.tags.get(FINGERPRINT_TAG)
+    try:
+        client.create_registered_model(name, description="vigie: topic and stance toward the West of French news articles")
+    except MlflowException:
+        pass  # exists (or created concurrently)
+    try:
+        champ = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        champ = None
+    if champ is not None:
+        if champ.run_id == candidate.info.run_id:
+            return RegisterResult(False, champ.version, champ.run_id,
+                                  f"champion unchanged: {name} v{champ.version} is already the best run ({metric} {score:.4f})")
+        champ_run = client.get_run(champ.run_id)
+        champ_score = champ_run.data.metrics.get(metric)
+        champ_fp = champ_run.data.tags.get(FINGERPRINT_TAG)
+        if champ_fp != fingerprint:
+            return RegisterResult(False, None, candidate.info.run_id,
+                                  f"not promoted: best run {candidate.info.run_id} was evaluated on dataset {str(fingerprint)[:12]}, "
+                                  f"the champion {name} v{champ.version} on {str(champ_fp)[:12]}; scores on different data are not comparable")
+        if champ_score is not None and score <= champ_score:
+            return RegisterResult(False, None, candidate.info.run_id,
+                                  f"not promoted: best candidate run {candidate.info.run_id} has {metric} {score:.4f}, "
+                                  f"not better than champion {name} v{champ.version} ({champ_score:.4f})")
+    version = _version_for_run(client, name, candidate)
+    client.set_registered_model_alias(name, ALIAS, version.version)
+    # a concurrent `vigie register` may have moved the alias meanwhile: the last writer's version must be a
+    # complete one, which it is, since versions are only created for complete runs.
+    before = f" (was v{champ.version}, {metric} {client.get_run(champ.run_id).data.metrics.get(metric):.4f})" if champ else ""
+    return RegisterResult(True, version.version, candidate.info.run_id,
+                          f"promoted: {name} v{version.version} is @{ALIAS}{before}: run {candidate.info.run_id}, {metric} {score:.4f}")
+
+
+def _version_for_run(client, name: str, run):
+    for v in client.search_model_versions(f"name='{name}' and run_id='{run.info.run_id}'"):
+        return v
+    uri = _model_uri_if_complete(client, run)
+    version = client.create_model_version(name, uri, run_id=run.info.run_id, model_id=uri.removeprefix("models:/"), description=_describe(run, "validation_macro_f1_mean"),
+                                          tags={FINGERPRINT_TAG: run.data.tags.get(FINGERPRINT_TAG, ""), "vigie.family": run.data.tags.get("vigie.family", "")})
+    for _ in range(60):  # local stores register at once; remote ones may take a moment
+        v = client.get_model_version(name, version.version)
+        if v.status == "READY":
+            return v
+        time.sleep(0.5)
+    return version
+
+
+def load_model(uri: str = f"models:/vigie@{ALIAS}"):
+    tracking.setup()
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as e:
+        raise InputError(f"cannot load model {uri} from {tracking.tracking_uri()}: {e.message.splitlines()[0]}") from None
