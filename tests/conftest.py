@@ -59,3 +59,38 @@ def small_build(tmp_path_factory):
     cfg = load_config(REPO / "configs" / "baseline.yaml", small_overrides(tmp))
     stats = build_dataset(cfg.data, progress=False)
     return cfg, stats, tmp
+
+
+@pytest.fixture(scope="session")
+def trained_store(small_build, tmp_path_factory):
+    """A temporary MLflow store holding one baseline run trained on the small build, registered as champion."""
+    import mlflow
+
+    from training.config import load_config
+    from training.registry import register_best
+    from training.train import train
+
+    cfg, _, tmp = small_build
+    store = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        good = train(load_config(REPO / "configs" / "baseline.yaml", small_overrides(tmp) + ["experiment=vigie-test"]))
+        reg = register_best(experiment="vigie-test")
+        yield {"uri": uri, "run_id": good["run_id"], "metrics": good["metrics"], "register": reg, "tmp": tmp}
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture
+def use_trained_store(trained_store, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store["uri"])
+    mlflow.set_tracking_uri(trained_store["uri"])
+    return trained_store

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from training import tracking
 
@@ -20,6 +21,8 @@ def serve_command(model_uri: str, host: str, port: int, workers: int = 1) -> lis
 
 def serve_env() -> dict[str, str]:
     env = dict(os.environ)
+    # MLflow starts `uvicorn` by name: the environment's own scripts must come first on PATH
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env

@@ -1,0 +1,85 @@
+"""The real training path on a small slice, asserted on what MLflow recorded."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from training.config import load_config
+from training.train import train
+
+from tests.conftest import REPO, small_overrides
+
+
+def test_a_training_run_is_complete(use_trained_store):
+    client = MlflowClient()
+    run = client.get_run(use_trained_store["run_id"])
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    for key in ("validation_topic_macro_f1", "validation_topic_accuracy", "test_topic_macro_f1", "test_topic_accuracy",
+                "validation_stance_macro_f1", "validation_macro_f1_mean", "validation_topic_ece", "validation_topic_f1_monde"):
+        assert key in m, key
+    assert m["validation_macro_f1_mean"] == pytest.approx((m["validation_topic_macro_f1"] + m["validation_stance_macro_f1"]) / 2)
+    assert not any(k.startswith("test_stance") for k in m), "the reserved test split carries no stance label"
+    p, t = run.data.params, run.data.tags
+    assert p["model.topic.C"] == "0.3" and p["data.name"] == "orangesum-small"
+    assert t["vigie.family"] == "baseline" and len(t["vigie.dataset_fingerprint"]) == 64
+    assert t["vigie.git_commit"] and t["vigie.config_path"].endswith("baseline.yaml")
+    names = {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert names == {"orangesum-small-train", "orangesum-small-validation", "orangesum-small-test"}
+    assert all(d.dataset.digest for d in run.inputs.dataset_inputs)
+    arts = {f.path for f in client.list_artifacts(run.info.run_id)} | {f.path for d in ("figures", "reports") for f in client.list_artifacts(run.info.run_id, d)}
+    for a in ("config.yaml", "figures/confusion_validation_topic.png", "figures/calibration_test_topic.png",
+              "reports/metrics_validation_stance.json", "reports/worst_test_topic.csv", "reports/top_features_topic.csv"):
+        assert a in arts, a
+    model = mlflow.pyfunc.load_model(t["vigie.model_uri"])
+    assert model.metadata.signature is not None
+    text = (Path(mlflow.artifacts.download_artifacts(artifact_uri=t["vigie.model_uri"])) / "requirements.txt").read_text()
+    assert "scikit-learn==" in text and "torch" not in text
+
+
+def test_a_failing_training_ends_failed(small_build, mlflow_store, monkeypatch):
+    cfg, _, tmp = small_build
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("training.models.baseline_train.fit_task", boom)
+    with pytest.raises(RuntimeError):
+        train(load_config(REPO / "configs" / "baseline.yaml", small_overrides(tmp) + ["experiment=fail"]))
+    runs = mlflow.search_runs(experiment_names=["fail"])
+    assert list(runs["status"]) == ["FAILED"]
+
+
+def _wait_for_running_run(experiment: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            runs = mlflow.search_runs(experiment_names=[experiment])
+            if len(runs) and (runs["status"] == "RUNNING").any():
+                return runs
+        except Exception:  # the store may not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the training never started a run")
+
+
+@pytest.mark.parametrize("sig, status, code", [(signal.SIGINT, "KILLED", 130), (signal.SIGTERM, "KILLED", 130)])
+def test_interrupted_training_is_killed_not_running(small_build, mlflow_store, sig, status, code):
+    _, _, tmp = small_build
+    p = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "configs/baseline.yaml", *small_overrides(tmp), "experiment=sig"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_running_run("sig")
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == code, err
+    runs = mlflow.search_runs(experiment_names=["sig"])
+    assert list(runs["status"]) == [status]
