@@ -358,7 +358,7 @@ def read_paths(paths: Iterable[Path | str], skip: SkipSink, source: str | None =
                 yield from read_orangesum_repo(p, skip, source or "orangesum")
                 continue
             files = list(_walk(p, skip))
-            if not files:
+            if not any(_suffix(f) in TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES for f in files):
                 skip(Skip(str(p), "folder holds no article files"))
             for f in files:
                 yield from read_file(f, skip, source)
