@@ -75,6 +75,11 @@ def _describe(run, metric: str) -> str:
 def register_best(experiment: str | None = None, metric: str = "validation_macro_f1_mean", name: str = "vigie") -> RegisterResult:
     tracking.check_reachable()
     client = tracking.setup()
+    with tracking.store_lock():  # concurrent `vigie register`s: one decides at a time, on what the other wrote
+        return _register_best(client, experiment, metric, name)
+
+
+def _register_best(client, experiment: str | None, metric: str, name: str) -> RegisterResult:
     candidate = best_run(client, _experiments(client, experiment), metric)
     if candidate is None:
         raise InputError(f"no finished run with metric '{metric}' and a complete model in {tracking.tracking_uri()}; run `vigie train` first")
@@ -105,8 +110,6 @@ def register_best(experiment: str | None = None, metric: str = "validation_macro
                                   f"not better than champion {name} v{champ.version} ({champ_score:.4f})")
     version = _version_for_run(client, name, candidate)
     client.set_registered_model_alias(name, ALIAS, version.version)
-    # a concurrent `vigie register` may have moved the alias meanwhile: the last writer's version must be a
-    # complete one, which it is, since versions are only created for complete runs.
     before = f" (was v{champ.version}, {metric} {client.get_run(champ.run_id).data.metrics.get(metric):.4f})" if champ else ""
     return RegisterResult(True, version.version, candidate.info.run_id,
                           f"promoted: {name} v{version.version} is @{ALIAS}{before}: run {candidate.info.run_id}, {metric} {score:.4f}")

@@ -42,11 +42,46 @@ def uses_default_store() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def sqlite_path(uri: str | None = None) -> Path | None:
+    uri = uri or tracking_uri()
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def store_lock() -> Iterator[None]:
+    """An exclusive lock beside a sqlite store (no-op for servers, which serialise writes themselves).
+    Two processes must not create the store's tables at once, nor race on the registry's read-then-write."""
+    db = sqlite_path()
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_initialised: set[str] = set()
+
+
 def setup() -> MlflowClient:
     if uses_default_store():
         DEFAULT_STORE_DIR.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient()
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri in _initialised:
+        return MlflowClient()
+    with store_lock():  # the first client creates or migrates the tables (tracking and registry stores)
+        client = MlflowClient()
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _initialised.add(uri)
+    return client
 
 
 def check_reachable(timeout_s: float = 5.0) -> None:
