@@ -1,0 +1,124 @@
+"""The one served-model contract, shared by every model family.
+
+Input: a DataFrame with a `text` column (the raw article as a user has it: title on the first line,
+boilerplate possibly still in) and an optional `title` column (then `text` is the body).
+Output: a DataFrame with `topic`, `topic_score`, `stance`, `stance_score`, and `topic_proba_<label>` /
+`stance_proba_<label>` per class. A model without a stance head returns null stance columns.
+
+The model applies `prepare_texts` — the data build's own cleaning code, which travels with the logged model —
+so a raw scraped page and its cleaned version get the same answer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from training.data.cleaning import BoilerplateModel, clean_body, clean_title, normalize_chars
+
+TASKS = ("topic", "stance")
+MAX_TEXT_CHARS = 200_000  # ~100x a long news article; larger inputs are refused, not truncated silently
+MAX_ROWS = 5_000
+
+
+class InvalidInput(ValueError):
+    """A request the caller must fix (served as HTTP 400 with this message)."""
+
+
+def prepare_text(text: str, title: str | None = None, boilerplate: BoilerplateModel | None = None) -> str:
+    """Raw article -> the model's input text: cleaned title on the first line, cleaned body after.
+    Idempotent, and the same transformation the data build applies."""
+    text = normalize_chars(text)
+    if title is None or not str(title).strip():
+        lines = text.split("\n")
+        first = next((i for i, ln in enumerate(lines) if ln.strip()), 0)
+        title, text = lines[first], "\n".join(lines[first + 1 :])
+    body = clean_body(text, None, None)
+    if boilerplate is not None and boilerplate.lines:
+        kept = [ln for ln in body.split("\n") if not any(boilerplate.is_boilerplate(s, ln) for s in boilerplate.lines)]
+        body = "\n".join(kept)
+    return "\n".join(p for p in (clean_title(str(title)), body) if p)
+
+
+def validate_input(df) -> pd.DataFrame:
+    if isinstance(df, dict):
+        df = pd.DataFrame(df)
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidInput(f"expected a table with a 'text' column, got {type(df).__name__}")
+    if "text" not in df.columns:
+        raise InvalidInput("missing required column 'text' (the raw article, title on the first line)")
+    if len(df) == 0:
+        raise InvalidInput("no rows to predict")
+    if len(df) > MAX_ROWS:
+        raise InvalidInput(f"too many rows in one request: {len(df)} > {MAX_ROWS}; split the batch")
+    for i, t in enumerate(df["text"]):
+        if not isinstance(t, str):
+            raise InvalidInput(f"row {i}: 'text' must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise InvalidInput(f"row {i}: 'text' is empty")
+        if len(t) > MAX_TEXT_CHARS:
+            raise InvalidInput(f"row {i}: 'text' is {len(t)} characters, more than the {MAX_TEXT_CHARS} accepted")
+    if "title" in df.columns:
+        for i, t in enumerate(df["title"]):
+            if t is not None and not (isinstance(t, float) and math.isnan(t)) and not isinstance(t, str):
+                raise InvalidInput(f"row {i}: 'title' must be a string or null")
+    return df
+
+
+def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> list[str]:
+    df = validate_input(df)
+    titles = df["title"].tolist() if "title" in df.columns else [None] * len(df)
+    return [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate) for t, ti in zip(df["text"], titles)]
+
+
+class TaskScorer(Protocol):
+    labels: list[str]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+
+def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int, all_labels: dict[str, list[str]]) -> pd.DataFrame:
+    """probas: task -> (labels, [n, k] probabilities), or None for a task the model has no head for."""
+    out: dict[str, object] = {}
+    for task in TASKS:
+        labels = all_labels.get(task, [])
+        got = probas.get(task)
+        if got is None:
+            out[task] = [None] * n
+            out[f"{task}_score"] = [None] * n
+            for lab in labels:
+                out[f"{task}_proba_{lab}"] = [None] * n
+            continue
+        labs, p = got
+        best = p.argmax(axis=1)
+        out[task] = [labs[j] for j in best]
+        out[f"{task}_score"] = p[np.arange(n), best].astype(float)
+        for j, lab in enumerate(labs):
+            out[f"{task}_proba_{lab}"] = p[:, j].astype(float)
+    return pd.DataFrame(out)
+
+
+def output_columns(all_labels: dict[str, list[str]]) -> list[tuple[str, str]]:
+    cols = []
+    for task in TASKS:
+        cols += [(task, "string"), (f"{task}_score", "double")]
+        cols += [(f"{task}_proba_{lab}", "double") for lab in all_labels.get(task, [])]
+    return cols
+
+
+def signature(all_labels: dict[str, list[str]]):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", "text"), ColSpec("string", "title", required=False)])
+    outputs = Schema([ColSpec(t, name, required=False) for name, t in output_columns(all_labels)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+INPUT_EXAMPLE = pd.DataFrame({
+    "text": ["L'Iran et la Russie renforcent leur partenariat contre l'Occident\n"
+             "Moscou et Téhéran renforceront leur partenariat en matière de sécurité."],
+})
