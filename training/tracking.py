@@ -257,27 +257,32 @@ def end_run_as(run_id: str, status: str, tags: dict[str, str] | None = None) -> 
     client.set_terminated(run_id, status=status)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cleanup_stale_runs(older_than_s: float = 0.0) -> int:
-    """Mark RUNNING runs whose process is gone (same host, pid dead) or older than `older_than_s` as KILLED."""
+    """Mark orphaned RUNNING runs KILLED: runs started on this host by a process that is gone (SIGKILL, crash),
+    and, with `older_than_s`, runs from other hosts started longer ago than that. Runs of live processes stay."""
     client = setup()
     now_ms = time.time() * 1000
     n = 0
     for exp in client.search_experiments():
         for r in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10_000):
             pid, host = r.data.tags.get("vigie.pid"), r.data.tags.get("vigie.host")
-            alive = False
-            if pid and host == socket.gethostname():
-                try:
-                    os.kill(int(pid), 0)
-                    alive = int(pid) != os.getpid()
-                except (OSError, ValueError):
-                    alive = False
-            if alive and (now_ms - r.info.start_time) < older_than_s * 1000:
-                continue
-            if alive and older_than_s == 0:
-                continue
-            client.set_terminated(r.info.run_id, status="KILLED")
-            n += 1
+            if host == socket.gethostname() and pid and pid.isdigit():
+                stale = not _pid_alive(int(pid))
+            else:
+                stale = older_than_s > 0 and (now_ms - r.info.start_time) > older_than_s * 1000
+            if stale:
+                client.set_terminated(r.info.run_id, status="KILLED")
+                n += 1
     return n
 
 
