@@ -3,69 +3,41 @@ offline failure of a hub name. Everything runs on a tiny random CamemBERT built 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "data" / "raw" / "orangesum" / "shards"
-SEED_ARTICLE = REPO / "seeds" / "000_e3005b3932ea3b15.txt"
+from tests.conftest import REPO, SEED, SHARDS, small_overrides
 
-pytestmark = pytest.mark.skipif(not CORPUS.exists(), reason="needs the OrangeSum corpus (make data/raw/orangesum)")
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    monkeypatch.chdir(REPO)  # configs name repo-relative paths (data/raw/..., seeds)
+pytestmark = pytest.mark.skipif(not SHARDS.exists(), reason="needs the OrangeSum corpus in ../shared")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     from training.models.tiny import build_tiny_camembert
 
-    return build_tiny_camembert(tmp_path_factory.mktemp("tiny") / "camembert-tiny", corpus=[str(CORPUS)],
+    return build_tiny_camembert(tmp_path_factory.mktemp("tiny") / "camembert-tiny", corpus=[str(SHARDS)],
                                 vocab_size=2000, max_texts=500, layers=2, hidden=64)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """A 300-article dataset, built once for the module (train.train reuses it when the data config matches)."""
-    from training.config import load_config
-    from training.data.build import build_dataset
-
-    out = tmp_path_factory.mktemp("data")
-    cfg = load_config(REPO / "configs" / "camembert-tiny.yaml", [f"data.output_dir={out}", "data.max_articles=300"])
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    build_dataset(cfg.data, progress=False)
-    return out
+def data_path(small_build) -> Path:
+    cfg, _, _ = small_build
+    return Path(cfg.data.output_dir) / cfg.data.name
 
 
-def tiny_config(tiny: Path, data_dir: Path, tmp_path: Path, *overrides: str):
+def tiny_config(tiny: Path, small_build, tmp_path: Path, *overrides: str):
+    """camembert-tiny.yaml on the session's small build (train.train reuses it), sized for seconds."""
     from training.config import load_config
 
+    _, _, build_tmp = small_build
     return load_config(REPO / "configs" / "camembert-tiny.yaml", [
-        f"model.pretrained={tiny}", f"data.output_dir={data_dir}", "data.max_articles=300",
+        *small_overrides(build_tmp), f"model.pretrained={tiny}",
         "model.max_length=64", "model.head_tokens=24", "train.max_train_rows=200", "train.max_eval_rows=100",
         "train.batch_size=16", "train.learning_rate=0.001", "train.num_threads=1", "train.epochs=2",
-        f"train.output_dir={tmp_path / 'checkpoints'}", "evaluate.worst_examples=3", *overrides,
+        f"train.output_dir={tmp_path / 'checkpoints'}", *overrides,
     ])
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.MlflowClient().search_experiments()  # create the tables now, not inside a timed test
-    return uri
 
 
 # --- tokenizer and tokenisation -------------------------------------------------------------------------------------
@@ -165,14 +137,18 @@ def test_balanced_class_weights():
 # --- offline failure --------------------------------------------------------------------------------------------------
 
 
-def test_hub_name_fails_fast_offline(data_dir, store, tmp_path, monkeypatch, capsys):
+def test_hub_name_fails_fast_offline(small_build, mlflow_store, tmp_path, monkeypatch, capsys):
     import huggingface_hub.constants
+    from mlflow import MlflowClient
 
+    import training.train  # noqa: F401 - imports (sklearn, matplotlib, datasets) are not what the clock is for
     from training.cli import main
 
+    MlflowClient().search_experiments()  # nor is creating the store's tables
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    _, _, build_tmp = small_build
     t0 = time.time()
-    rc = main(["train", "configs/camembert-base.yaml", f"data.output_dir={data_dir}", "data.max_articles=300",
+    rc = main(["train", "configs/camembert-base.yaml", *small_overrides(build_tmp),
                f"train.output_dir={tmp_path / 'ckpt'}"])
     elapsed = time.time() - t0
     err = capsys.readouterr().err
@@ -205,7 +181,7 @@ def test_hub_name_fails_fast_without_network(tmp_path, monkeypatch):
 # --- training end to end ----------------------------------------------------------------------------------------------
 
 
-def test_train_logs_a_servable_model_onnx_int8(tiny, data_dir, store, tmp_path):
+def test_train_logs_a_servable_model_onnx_int8(tiny, small_build, mlflow_store, tmp_path):
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
@@ -213,7 +189,7 @@ def test_train_logs_a_servable_model_onnx_int8(tiny, data_dir, store, tmp_path):
     from training.models.camembert import load_scorer
     from training.train import train
 
-    cfg = tiny_config(tiny, data_dir, tmp_path, "model.inference=onnx_int8", "experiment=camembert-test")
+    cfg = tiny_config(tiny, small_build, tmp_path, "model.inference=onnx_int8", "experiment=camembert-test")
     result = train(cfg)
     client = MlflowClient()
     run = client.get_run(result["run_id"])
@@ -234,7 +210,7 @@ def test_train_logs_a_servable_model_onnx_int8(tiny, data_dir, store, tmp_path):
 
     # the logged model answers both tasks for a raw article, through ONNX Runtime
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    raw = SEED_ARTICLE.read_text(encoding="utf-8")
+    raw = SEED.read_text(encoding="utf-8")
     out = model.predict(pd.DataFrame({"text": [raw]}))
     assert out.loc[0, "topic"] in cfg.data.topics
     assert out.loc[0, "stance"] in ("anti_occident", "neutre", "pro_occident")
@@ -246,7 +222,7 @@ def test_train_logs_a_servable_model_onnx_int8(tiny, data_dir, store, tmp_path):
     assert pm.scorer.backend == "onnx_int8"
     from datasets import load_from_disk
 
-    texts = list(load_from_disk(str(data_dir / "orangesum"))["train"]["text"])[:200]
+    texts = list(load_from_disk(str(data_path(small_build)))["train"]["text"])[:200]
     onnx = pm.scorer.predict_proba(texts)
     torch_scorer = load_scorer(pm.scorer.model_dir, pm.meta, backend="pytorch")
     ref = torch_scorer.predict_proba(texts)
@@ -256,7 +232,7 @@ def test_train_logs_a_servable_model_onnx_int8(tiny, data_dir, store, tmp_path):
         assert np.abs(onnx[task][1] - ref[task][1]).max() < 0.02
 
 
-def test_resume_continues_from_the_last_checkpoint(tiny, data_dir, store, tmp_path, monkeypatch):
+def test_resume_continues_from_the_last_checkpoint(tiny, small_build, mlflow_store, tmp_path, monkeypatch):
     from mlflow import MlflowClient
     from transformers import TrainerCallback
 
@@ -270,7 +246,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny, data_dir, store, tmp_pa
 
     stop = StopAfterFirstCheckpoint()
     monkeypatch.setattr(camembert_train, "extra_callbacks", lambda: [stop])
-    cfg = tiny_config(tiny, data_dir, tmp_path, "experiment=camembert-resume")
+    cfg = tiny_config(tiny, small_build, tmp_path, "experiment=camembert-resume")
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     client = MlflowClient()
@@ -278,11 +254,11 @@ def test_resume_continues_from_the_last_checkpoint(tiny, data_dir, store, tmp_pa
     [killed] = client.search_runs([exp.experiment_id])
     assert killed.info.status == "KILLED"
     first = stop.step
-    ckpt = camembert_train.last_complete_checkpoint(camembert_train.checkpoint_dir(cfg, data_dir / "orangesum"))
+    ckpt = camembert_train.last_complete_checkpoint(camembert_train.checkpoint_dir(cfg, data_path(small_build)))
     assert ckpt is not None and ckpt.name == f"checkpoint-{first}"
 
     monkeypatch.setattr(camembert_train, "extra_callbacks", lambda: [])
-    resumed = tiny_config(tiny, data_dir, tmp_path, "experiment=camembert-resume", "train.resume=true")
+    resumed = tiny_config(tiny, small_build, tmp_path, "experiment=camembert-resume", "train.resume=true")
     result = train(resumed)
     m = result["metrics"]
     assert m["train_resumed_from_step"] == first
@@ -294,17 +270,36 @@ def test_resume_continues_from_the_last_checkpoint(tiny, data_dir, store, tmp_pa
     assert not ckpt.parent.exists()  # checkpoints are removed once the model is saved
 
 
-def test_without_resume_a_rerun_starts_over(tiny, data_dir, tmp_path):
-    """Checkpoints of an earlier run with the same config are cleared, not resumed, unless train.resume=true."""
+def test_a_pruned_trial_leaves_no_checkpoints(tiny, small_build, mlflow_store, tmp_path):
+    """The sweep's trial_callback sees every evaluation; when it stops the trial, the checkpoints go too."""
+    from training.models import camembert_train
+    from training.train import train
+
+    class Pruned(Exception):
+        pass
+
+    seen = []
+
+    def report(step: int, value: float) -> None:
+        seen.append((step, value))
+        if len(seen) == 2:
+            raise Pruned
+
+    cfg = tiny_config(tiny, small_build, tmp_path, "experiment=camembert-prune")
+    with pytest.raises(Pruned):
+        train(cfg, trial_callback=report)
+    assert len(seen) == 2 and seen[0][0] < seen[1][0] and all(0 <= v <= 1 for _, v in seen)
+    assert not camembert_train.checkpoint_dir(cfg, data_path(small_build)).exists()
+
+
+def test_checkpoint_folder_is_stable_across_a_resume(tiny, small_build, tmp_path):
     from training.models import camembert_train
 
-    cfg = tiny_config(tiny, data_dir, tmp_path)
-    data_path = data_dir / "orangesum"
-    folder = camembert_train.checkpoint_dir(cfg, data_path)
-    other = camembert_train.checkpoint_dir(
-        tiny_config(tiny, data_dir, tmp_path, "train.learning_rate=0.002"), data_path)
+    path = data_path(small_build)
+    folder = camembert_train.checkpoint_dir(tiny_config(tiny, small_build, tmp_path), path)
+    other = camembert_train.checkpoint_dir(tiny_config(tiny, small_build, tmp_path, "train.learning_rate=0.002"), path)
     same = camembert_train.checkpoint_dir(
-        tiny_config(tiny, data_dir, tmp_path, "train.resume=true", "train.num_threads=2"), data_path)
+        tiny_config(tiny, small_build, tmp_path, "train.resume=true", "train.num_threads=2"), path)
     assert folder == same and folder != other
     (folder / "checkpoint-3").mkdir(parents=True)
     assert camembert_train.last_complete_checkpoint(folder) is None  # no trainer_state.json: cut short

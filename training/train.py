@@ -107,6 +107,10 @@ def selection_metric(metrics: dict[str, float], tasks: list[str]) -> float | Non
 def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
     """Train, evaluate and log one run. Returns {run_id, metrics}."""
     tracking.check_reachable()
+    if cfg.model.family == "camembert":  # unreachable weights fail here, before any data or run is made
+        from training.models.camembert import resolve_pretrained
+
+        resolve_pretrained(cfg.model.pretrained)
     dsd, stats, data_path = load_dataset(cfg)
     labels = {t: label_names(dsd, t) for t in TASKS}
     family = cfg.model.family
