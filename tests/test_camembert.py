@@ -307,3 +307,39 @@ def test_checkpoint_folder_is_stable_across_a_resume(tiny, small_build, tmp_path
     (folder / "checkpoint-12").mkdir()
     (folder / "checkpoint-12" / "trainer_state.json").write_text("{}")
     assert camembert_train.last_complete_checkpoint(folder).name == "checkpoint-12"
+
+
+def test_sigkill_mid_epoch_then_resume_and_cleanup(tiny, small_build, mlflow_store, tmp_path):
+    """The hard case: SIGKILL (nothing can close the run) after the first checkpoint, mid-epoch. The README's
+    cleanup command marks the orphan KILLED, and `train.resume=true` finishes from the checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    _, _, build_tmp = small_build
+    ckpts = tmp_path / "checkpoints"
+    args = [*small_overrides(build_tmp), f"model.pretrained={tiny}", "model.max_length=64", "model.head_tokens=24",
+            "train.max_train_rows=400", "train.max_eval_rows=100", "train.batch_size=8", "train.eval_steps=5",
+            "train.num_threads=1", "train.epochs=2", f"train.output_dir={ckpts}", "experiment=kill9"]
+    cmd = [sys.executable, "-m", "training.cli", "train", "configs/camembert-tiny.yaml", *args]
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpts.glob("*/checkpoint-*/trainer_state.json")):
+        assert p.poll() is None, "the training ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    first = sorted(int(c.name.split("-")[-1]) for c in ckpts.glob("*/checkpoint-*"))[0]
+    assert list(mlflow.search_runs(experiment_names=["kill9"])["status"]) == ["RUNNING"]
+    out = subprocess.run([sys.executable, "-m", "training.cli", "runs", "cleanup"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    out = subprocess.run(cmd + ["train.resume=true"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = mlflow.search_runs(experiment_names=["kill9"])
+    assert sorted(runs["status"]) == ["FINISHED", "KILLED"]
+    finished = runs[runs["status"] == "FINISHED"].iloc[0]
+    assert finished["metrics.train_resumed_from_step"] >= first
