@@ -8,6 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.conftest import small_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 CONFIG = "configs/baseline.yaml"
@@ -30,24 +32,25 @@ def test_committed_notebooks_have_no_outputs():
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
-    """A tiny dataset, two baseline runs with different C, the better one registered as @champion."""
+def small_store(small_build, tmp_path_factory):
+    """The session's small build (conftest.py), two baseline runs with different C in a temporary store,
+    the better one registered as @champion."""
     mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("nb-store")
-    data_dir = tmp_path_factory.getbasetemp() / "tiny-data"  # shared with the other test modules of the session
+    store = tmp_path_factory.mktemp("nb-store")
+    cfg, _, tmp = small_build
     mp.chdir(REPO)
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     from training.config import load_config
     from training.registry import register_best
     from training.train import train
 
-    base = ["data.max_articles=300", f"data.output_dir={data_dir}"]
+    base = small_overrides(tmp)
     runs = [train(load_config(CONFIG, [*base, f"model.topic.C={c}", f"model.stance.C={c}"]))["run_id"] for c in (0.05, 2.0)]
     result = register_best()
     assert result.promoted
-    mp.setenv("VIGIE_DATASET", str(data_dir / "orangesum"))
-    yield {"runs": runs, "champion_run": result.run_id, "dataset": data_dir / "orangesum"}
+    dataset = Path(cfg.data.output_dir) / cfg.data.name
+    mp.setenv("VIGIE_DATASET", str(dataset))
+    yield {"runs": runs, "champion_run": result.run_id, "dataset": dataset}
     mp.undo()
 
 

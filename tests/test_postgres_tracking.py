@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import small_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/baseline.yaml"
 PG_USER = "vigie"
@@ -156,7 +158,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _train_and_register(tracking_uri: str, data_dir: Path, monkeypatch) -> dict:
+def _train_and_register(tracking_uri: str, overrides: list[str], monkeypatch) -> dict:
     """What a developer does: `vigie train` then `vigie register`, against the given store."""
     from training import tracking
     from training.config import load_config
@@ -164,7 +166,7 @@ def _train_and_register(tracking_uri: str, data_dir: Path, monkeypatch) -> dict:
     from training.train import train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    result = train(load_config(CONFIG, ["data.max_articles=300", f"data.output_dir={data_dir}"]))
+    result = train(load_config(CONFIG, overrides))
     reg = register_best()
     client = tracking.setup()
     run = client.get_run(result["run_id"])
@@ -180,13 +182,12 @@ def _train_and_register(tracking_uri: str, data_dir: Path, monkeypatch) -> dict:
             "experiment": client.get_experiment(run.info.experiment_id)}
 
 
-def test_train_and_register_through_a_postgres_backed_server(mlflow_server, tmp_path, tmp_path_factory, monkeypatch):
+def test_train_and_register_through_a_postgres_backed_server(mlflow_server, small_build, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    data_dir = tmp_path_factory.getbasetemp() / "tiny-data"
+    overrides = small_overrides(small_build[2])  # the session's small build (conftest.py)
 
-    local = _train_and_register(f"sqlite:///{tmp_path / 'mlflow.db'}", data_dir, monkeypatch)
-    remote = _train_and_register(mlflow_server["url"], data_dir, monkeypatch)
+    local = _train_and_register(f"sqlite:///{tmp_path / 'mlflow.db'}", overrides, monkeypatch)
+    remote = _train_and_register(mlflow_server["url"], overrides, monkeypatch)
 
     # same run content as with the local store
     assert remote["run"].info.status == "FINISHED"

@@ -1,6 +1,6 @@
 """`vigie sweep`: one parent run, nested trial runs, best trial on the parent; interrupted sweeps resume.
 
-Runs on a tiny slice of the built corpus (data.max_articles=300) in a temporary MLflow store.
+Runs on the session's small build (400 articles, conftest.py) in a temporary MLflow store.
 """
 
 from __future__ import annotations
@@ -16,25 +16,21 @@ from training import tracking
 from training.cli import main
 from training.config import ConfigError, load_config
 
+from tests.conftest import small_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/baseline.yaml"
 METRIC = "validation_macro_f1_mean"
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def tiny_overrides(tmp_path_factory) -> list[str]:
-    """A ~300-article slice, built once per test session (train() builds it on first use)."""
-    data_dir = tmp_path_factory.getbasetemp() / "tiny-data"
-    return ["data.max_articles=300", f"data.output_dir={data_dir}"]
+@pytest.fixture
+def tiny_overrides(small_build) -> list[str]:
+    """The session's small build (conftest.py): a 400-article slice of the corpus."""
+    return small_overrides(small_build[2])
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def store(mlflow_store, tmp_path) -> Path:
+    """The folder of the temporary MLflow store (conftest.py), where the sweep puts optuna.db too."""
     return tmp_path
 
 
@@ -53,6 +49,7 @@ def _study(store: Path, name: str = "vigie-baseline"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{store / 'optuna.db'}")
 
 
+@pytest.mark.slow
 def test_sweep_three_trials_nested_under_one_parent(store, tiny_overrides, monkeypatch):
     real = baseline_train.fit_and_predict
 
@@ -107,6 +104,7 @@ def test_sweep_three_trials_nested_under_one_parent(store, tiny_overrides, monke
     assert study.user_attrs[sweep_mod.PARENT_ATTR] == parent.info.run_id
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_the_same_study_and_parent(store, tiny_overrides, monkeypatch):
     real = baseline_train.fit_and_predict
     calls = {"n": 0}
