@@ -86,6 +86,7 @@ class BaselineTaskConfig(Strict):
     classifier: Literal["linear_svc", "logreg", "complement_nb"] = "linear_svc"
     C: float = Field(0.5, gt=0)
     alpha: float = Field(0.3, gt=0)  # ComplementNB smoothing
+    solver: Literal["lbfgs", "saga"] = "lbfgs"  # LogisticRegression: lbfgs is fast; saga converges slowly here
     class_weight: Literal["balanced"] | None = "balanced"
     max_iter: int = Field(5000, ge=10)
     word_ngram_range: tuple[int, int] = (1, 2)

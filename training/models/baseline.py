@@ -101,7 +101,7 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0) -> Pipeline:
     if cfg.classifier == "linear_svc":
         clf = TemperatureSoftmax(LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, random_state=seed))
     elif cfg.classifier == "logreg":
-        clf = LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, solver="saga", random_state=seed)
+        clf = LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, solver=cfg.solver, random_state=seed)
     else:
         clf = ComplementNB(alpha=cfg.alpha)
     return Pipeline([("features", features), ("clf", clf)])
