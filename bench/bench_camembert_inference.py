@@ -45,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import CamembertConfig, CamembertModel
 
-    from training.models.camembert import build_model, export_onnx
+    from training.models.camembert import build_model, export_onnx, onnx_module, quantize_int8
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,21 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     record("PyTorch fp32", timed(torch_run(False), args.warmup, args.iters))
     record("PyTorch bf16 autocast", timed(torch_run(True), args.warmup, args.iters))
 
-    class Wrapper(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask):
-            lg = self.m.logits(input_ids, attention_mask)
-            return lg["topic"], lg["stance"]
-
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.onnx"
         int8 = Path(tmp) / "model.int8.onnx"
         t0 = time.time()
-        export_onnx(Wrapper(model), fp32, ["topic_logits", "stance_logits"])
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)  # what onnx_int8 ships
+        module, names = onnx_module(model)
+        export_onnx(module, fp32, names)
+        quantize_int8(fp32, int8)  # what model.inference=onnx_int8 ships
         print(f"  export + quantisation: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -281,14 +281,9 @@ def load_model(model_dir: Path, meta: dict):
 # --- ONNX -----------------------------------------------------------------------------------------------------------
 
 
-def export_onnx_int8(model, model_dir: Path, opset: int = 17) -> Path:
-    """Export encoder + heads to ONNX (dynamic batch and sequence axes), quantise the weights to int8
-    (dynamic quantisation: activations quantised at run time), keep only the int8 file."""
-    import tempfile
-
+def onnx_module(model):
+    """The two-head model as a module ONNX can trace: (input_ids, attention_mask) -> one logits tensor a task."""
     torch = _torch()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     tasks = list(model.head_sizes)
 
     class Wrapper(torch.nn.Module):
@@ -300,13 +295,28 @@ def export_onnx_int8(model, model_dir: Path, opset: int = 17) -> Path:
             lg = self.m.logits(input_ids, attention_mask)
             return tuple(lg[t] for t in tasks)
 
-    model = model.eval().cpu()
+    return Wrapper(model.eval().cpu()), [f"{t}_logits" for t in tasks]
+
+
+def quantize_int8(fp32: Path, out: Path) -> None:
+    """Dynamic int8 quantisation; per-channel scales are closer to fp32 than one scale per weight matrix, at
+    about the same speed. (ONNX Runtime's transformer fusion before it measured slower here: benchmarks.md.)"""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def export_onnx_int8(model, model_dir: Path, opset: int = 17) -> Path:
+    """Export encoder + heads to ONNX (dynamic batch and sequence axes), quantise the weights to int8
+    (dynamic quantisation: activations quantised at run time), keep only the int8 file."""
+    import tempfile
+
     out = Path(model_dir) / ONNX_FILE
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        export_onnx(Wrapper(model), fp32, [f"{t}_logits" for t in tasks], opset)
-        # per-channel scales: closer to fp32 than one scale per weight matrix, at about the same speed
-        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        module, names = onnx_module(model)
+        export_onnx(module, fp32, names, opset)
+        quantize_int8(fp32, out)
     return out
 
 
