@@ -95,6 +95,7 @@ class BaselineTaskConfig(Strict):
     word_max_features: int | None = Field(None, ge=10)
     sublinear_tf: bool = True
     char_ngram_range: tuple[int, int] | None = None  # None: no character n-grams
+    char_scope: Literal["all", "head"] = "all"  # head: character n-grams of the title and lead only (fast)
     char_min_df: int = Field(3, ge=1)
     char_max_features: int | None = Field(300_000, ge=10)
     title_weight: int = Field(1, ge=0, le=5)  # extra copies of the title in the text the features see

@@ -42,6 +42,17 @@ class FrenchPreprocessor:
         return _ELISION.sub(r"\1 ", text.lower())
 
 
+class HeadPreprocessor(FrenchPreprocessor):
+    """The first `lines` lines (title and lead), prepared like the full text."""
+
+    def __init__(self, lines: int = 2):
+        super().__init__(0)
+        self.lines = lines
+
+    def __call__(self, text: str) -> str:
+        return super().__call__("\n".join(text.split("\n", self.lines)[: self.lines]))
+
+
 class TemperatureSoftmax(BaseEstimator, ClassifierMixin):
     """A margin classifier with probabilities: softmax(decision_function / T), T fitted by `calibrate`."""
 
@@ -92,7 +103,8 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0) -> Pipeline:
     if cfg.char_ngram_range:
         vectorizers.append((
             "char",
-            TfidfVectorizer(preprocessor=FrenchPreprocessor(cfg.title_weight), analyzer="char_wb",
+            TfidfVectorizer(preprocessor=HeadPreprocessor() if cfg.char_scope == "head" else FrenchPreprocessor(cfg.title_weight),
+                            analyzer="char_wb",
                             ngram_range=tuple(cfg.char_ngram_range), min_df=cfg.char_min_df,
                             max_features=cfg.char_max_features, sublinear_tf=True, dtype=np.float32),
             "text",
