@@ -343,3 +343,48 @@ def test_sigkill_mid_epoch_then_resume_and_cleanup(tiny, small_build, mlflow_sto
     assert sorted(runs["status"]) == ["FINISHED", "KILLED"]
     finished = runs[runs["status"] == "FINISHED"].iloc[0]
     assert finished["metrics.train_resumed_from_step"] >= first
+
+
+def test_predict_and_serve_work_unchanged_with_a_camembert_champion(tiny, small_build, mlflow_store, tmp_path):
+    """`vigie register`, `vigie predict` and `vigie serve` take a CamemBERT run exactly as a baseline one."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from training.registry import register_best
+    from training.train import train
+
+    train(tiny_config(tiny, small_build, tmp_path, "experiment=camembert-serve", "train.epochs=1"))
+    assert register_best(experiment="camembert-serve").promoted
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store}
+    p = subprocess.run([sys.executable, "-m", "training.cli", "predict", str(SEED)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.splitlines()[0])["stance"] in ("anti_occident", "neutre", "pro_occident")
+
+    from tests.test_serving import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if httpx.get(url + "/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        r = httpx.post(url + "/invocations", json={"dataframe_records": [{"text": SEED.read_text(encoding="utf-8")}]}, timeout=120)
+        assert r.status_code == 200, r.text[:500]
+        pred = r.json()["predictions"][0]
+        assert pred["topic"] in small_build[0].data.topics and pred["stance"] is not None
+        assert httpx.post(url + "/invocations", json={"dataframe_records": [{"text": ""}]}, timeout=60).status_code == 400
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
