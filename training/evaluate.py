@@ -76,12 +76,18 @@ def worst_examples(ids: list[str], texts: list[str], y: np.ndarray, proba: np.nd
     })
 
 
-def plot_confusion(report: dict, path: Path) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (runs on servers and in CI, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_confusion(report: dict, path: Path) -> None:
+    plt = _pyplot()
     cm = np.asarray(report["confusion"], dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     labels = report["labels"]
@@ -102,11 +108,7 @@ def plot_confusion(report: dict, path: Path) -> None:
 
 
 def plot_calibration(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rel = pd.DataFrame(report["reliability"])
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
