@@ -166,3 +166,28 @@ def test_double_annotation_covers_every_non_neutral_and_agrees():
     assert all(len(votes[i]) >= 2 for i in first_non_neutral)
     final = {a.id: a for a in read_annotations(ADJUDICATED)}
     assert all(len(final[i].votes) >= 2 for i in first_non_neutral)
+
+
+def test_next_shows_an_article_and_records_the_decision(tmp_path):
+    """`vigie annotate next` at a terminal: an answer per prompt, one appended line per decision, resumable."""
+    import subprocess
+    import sys
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"id": "2", "stratum": "random", "split": "train"}\n{"id": "4", "stratum": "random", "split": "train"}\n')
+    labels = tmp_path / "me.jsonl"
+    arts = load_articles([SHARDS], {"4"})
+    sentence = arts["4"].body.split(". ")[0]
+
+    def session(answers: str):
+        return subprocess.run([sys.executable, "-m", "training.cli", "annotate", "next", "--pool", str(pool), "--annotator", "me",
+                               "--labels", str(labels), "--corpus", str(SHARDS)], input=answers, capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+
+    p = session("n\n3\nnothing about the West\nq\n")
+    assert p.returncode == 0, p.stderr
+    p = session("a\n1\nnot in the article\n" + sentence + "\n\ntest\n")  # resumes at article 4; bad evidence refused
+    assert p.returncode == 0 and "not found verbatim" in p.stdout
+    got = read_annotations(labels)
+    assert [(a.id, a.stance, a.confidence) for a in got] == [("2", "neutre", 3), ("4", "anti_occident", 1)]
+    assert got[1].evidence == [sentence] and got[1].stratum == "random"

@@ -39,7 +39,7 @@ def run_session(pool_path: Path, labels: Path | None, annotator: str, corpus: li
             continue
         console.rule(f"{recorded + len(done) + 1}/{len(done) + len(todo)}  id {art.id}  stratum {row['stratum']}  section {art.section}")
         console.print(Panel(f"[bold]{art.title}[/bold]\n\n[italic]{art.abstract}[/italic]\n\n{art.body}", expand=True))
-        key = Prompt.ask("stance: [a]nti_occident [n]eutre [p]ro_occident, [s]kip, [q]uit", choices=["a", "n", "p", "s", "q"], console=console)
+        key = Prompt.ask("stance: (a)nti_occident (n)eutre (p)ro_occident, (s)kip, (q)uit", choices=["a", "n", "p", "s", "q"], console=console)
         if key == "q":
             break
         if key == "s":
