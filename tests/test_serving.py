@@ -158,3 +158,18 @@ def test_scoring_server_answers_and_refuses_bad_requests(server):
         body = r.text
         assert "Traceback" not in body and "message" in body or "error" in body.lower(), (name, body[:300])
     assert httpx.get(server + "/ping", timeout=5).status_code == 200  # still up
+
+
+def test_a_stance_model_ranks_the_model_stratum(use_trained_store):
+    """`vigie annotate sample --model`: the champion's stance probabilities order the active-learning stratum."""
+    from training.annotate.active import score_with_model
+    from training.annotate.corpus import load_articles
+    from training.annotate.pool import build_pool
+
+    arts = list(load_articles([SHARDS / "orangesum_topic_02.jsonl.gz"]).values())[:300]
+    scores = score_with_model(CHAMPION, arts)
+    assert len(scores) == len(arts) and all(abs(sum(p) - 1) < 1e-6 for p in scores.values())
+    rows = build_pool(arts, random_size=0, model_scores=scores, model_size=20)
+    model_rows = [r for r in rows if r["stratum"] == "model"]
+    assert len(model_rows) == 20 and [r["rank"] for r in model_rows] == list(range(20))
+    assert model_rows[0]["score"] >= model_rows[-1]["score"]
