@@ -83,3 +83,9 @@ def test_cleaning_is_total_and_idempotent(text):
 def test_repair_on_punctuation_heavy_text_is_idempotent(text):
     once = prepare_text(text) if text.strip() else ""
     assert (prepare_text(once) if once.strip() else "") == once
+
+
+def test_served_text_drops_lines_learned_for_any_source():
+    model = BoilerplateModel(min_docs=2, min_fraction=0.1).fit([("site", f"Texte {i}.\nSuivez-nous sur Mastodon") for i in range(4)])
+    assert prepare_text("Titre\nUn paragraphe.\nSuivez-nous sur Mastodon", boilerplate=model) == "Titre\nUn paragraphe."
+    assert clean_body("Un paragraphe.\nSuivez-nous sur Mastodon", "other", model).endswith("Mastodon")

@@ -108,18 +108,18 @@ def _register_best(client, experiment: str | None, metric: str, name: str) -> Re
             return RegisterResult(False, None, candidate.info.run_id,
                                   f"not promoted: best candidate run {candidate.info.run_id} has {metric} {score:.4f}, "
                                   f"not better than champion {name} v{champ.version} ({champ_score:.4f})")
-    version = _version_for_run(client, name, candidate)
+    version = _version_for_run(client, name, candidate, metric)
     client.set_registered_model_alias(name, ALIAS, version.version)
     before = f" (was v{champ.version}, {metric} {client.get_run(champ.run_id).data.metrics.get(metric):.4f})" if champ else ""
     return RegisterResult(True, version.version, candidate.info.run_id,
                           f"promoted: {name} v{version.version} is @{ALIAS}{before}: run {candidate.info.run_id}, {metric} {score:.4f}")
 
 
-def _version_for_run(client, name: str, run):
+def _version_for_run(client, name: str, run, metric: str):
     for v in client.search_model_versions(f"name='{name}' and run_id='{run.info.run_id}'"):
         return v
     uri = _model_uri_if_complete(client, run)
-    version = client.create_model_version(name, uri, run_id=run.info.run_id, model_id=uri.removeprefix("models:/"), description=_describe(run, "validation_macro_f1_mean"),
+    version = client.create_model_version(name, uri, run_id=run.info.run_id, model_id=uri.removeprefix("models:/"), description=_describe(run, metric),
                                           tags={FINGERPRINT_TAG: run.data.tags.get(FINGERPRINT_TAG, ""), "vigie.family": run.data.tags.get("vigie.family", "")})
     for _ in range(60):  # local stores register at once; remote ones may take a moment
         v = client.get_model_version(name, version.version)

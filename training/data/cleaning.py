@@ -107,8 +107,10 @@ class BoilerplateModel:
         return self
 
     def is_boilerplate(self, source: str | None, line: str) -> bool:
-        keys = self.lines.get(source or "", ())
-        return bool(keys) and line_key(line) in keys
+        """A learned line of `source`; with source None (a served article of unknown origin), of any source."""
+        sets = self.lines.values() if source is None else [self.lines.get(source, set())]
+        key = line_key(line)
+        return any(key in keys for keys in sets)
 
     def to_json(self) -> dict:
         return {
@@ -131,9 +133,12 @@ def clean_body(text: str, source: str | None = None, boilerplate: BoilerplateMod
             continue
         if _TRAILER.match(line):
             break
-        if _FURNITURE.match(line) or (boilerplate and boilerplate.is_boilerplate(source, line)):
+        if _FURNITURE.match(line):
             continue
-        paragraphs.append(repair_glued_sentences(line))
+        line = repair_glued_sentences(line)  # recurring lines were learned on repaired bodies
+        if boilerplate and boilerplate.is_boilerplate(source, line):
+            continue
+        paragraphs.append(line)
     return "\n".join(paragraphs)
 
 

@@ -19,7 +19,6 @@ from training.data.article import Article, InputError, Skip
 from training.data.cleaning import clean_body, clean_title, normalize_chars
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # a single news article is never this big; a 50 MB "article" is a wrong file
-MAX_JSONL_BYTES = 2 * 1024**3
 MIN_HTML_WORDS = 15  # below this, what trafilatura found is page furniture, not an article
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}

@@ -36,10 +36,7 @@ def prepare_text(text: str, title: str | None = None, boilerplate: BoilerplateMo
         lines = text.split("\n")
         first = next((i for i, ln in enumerate(lines) if ln.strip()), 0)
         title, text = lines[first], "\n".join(lines[first + 1 :])
-    body = clean_body(text, None, None)
-    if boilerplate is not None and boilerplate.lines:
-        kept = [ln for ln in body.split("\n") if not any(boilerplate.is_boilerplate(s, ln) for s in boilerplate.lines)]
-        body = "\n".join(kept)
+    body = clean_body(text, None, boilerplate)
     return "\n".join(p for p in (clean_title(str(title)), body) if p)
 
 
