@@ -15,6 +15,7 @@ Saved model folder (`model_dir`): `encoder/` (transformers encoder + tokenizer),
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -298,9 +299,23 @@ def onnx_module(model):
     return Wrapper(model.eval().cpu()), [f"{t}_logits" for t in tasks]
 
 
+@contextlib.contextmanager
+def eager_attention(model):
+    """Trace the encoder with its eager attention: the same softmax(QK^T / sqrt(d) + mask) V as SDPA, but SDPA
+    traces to a Where + IsNaN guard on every layer, which cost about a fifth of the int8 run time here
+    (benchmarks.md). The model is given back with the attention it had."""
+    encoder = model.encoder
+    before = encoder.config._attn_implementation
+    encoder.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        encoder.set_attn_implementation(before)
+
+
 def quantize_int8(fp32: Path, out: Path) -> None:
     """Dynamic int8 quantisation; per-channel scales are closer to fp32 than one scale per weight matrix, at
-    about the same speed. (ONNX Runtime's transformer fusion before it measured slower here: benchmarks.md.)"""
+    about the same speed. (ONNX Runtime's transformer fusion before it measured no faster here: benchmarks.md.)"""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
@@ -314,23 +329,24 @@ def export_onnx_int8(model, model_dir: Path, opset: int = 17) -> Path:
     out = Path(model_dir) / ONNX_FILE
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        module, names = onnx_module(model)
-        export_onnx(module, fp32, names, opset)
+        export_onnx(model, fp32, opset)
         quantize_int8(fp32, out)
     return out
 
 
-def export_onnx(module, path: Path, output_names: list[str], opset: int = 17) -> None:
-    """TorchScript-based exporter (the dynamo exporter needs onnxscript, which we do not ship)."""
+def export_onnx(model, path: Path, opset: int = 17) -> None:
+    """The two-head model to an fp32 ONNX file with TorchScript's exporter (the dynamo exporter needs
+    onnxscript, which we do not ship)."""
     import warnings
 
     torch = _torch()
+    module, output_names = onnx_module(model)
     ids = torch.randint(5, 100, (2, 16), dtype=torch.long)
     mask = torch.ones_like(ids)
     mask[1, 10:] = 0
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     dyn.update({n: {0: "batch"} for n in output_names})
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), eager_attention(model):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
                           output_names=output_names, dynamic_axes=dyn, opset_version=opset, dynamo=False,
