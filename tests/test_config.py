@@ -36,6 +36,8 @@ def test_topic_map_merges_sections():
     ("data.validation_fraction=0.9", "data.validation_fraction"),
     ("train.batch_size=0", "train.batch_size"),
     ("data.name=../escape", "data.name"),
+    ("model.topic.class_bias_folds=1", "model.topic.class_bias_folds"),
+    ("model.stance.class_bias_folds=-2", "model.stance.class_bias_folds"),
     ("novalue", "expected key.sub=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):

@@ -3,7 +3,8 @@
 The pipeline takes a DataFrame with a `text` column (a ColumnTransformer selects it: a bare-list vectorizer
 served through MLflow pyfunc would treat a batch as one document). Probabilities come from the classifier
 itself (LogisticRegression, ComplementNB) or, for LinearSVC, from a softmax over its decision values with a
-temperature fitted on held-out data (temperature scaling: one parameter, argmax unchanged).
+temperature fitted on held-out data (temperature scaling: one parameter, argmax unchanged). `ClassBias` can shift
+each class's decision threshold to where out-of-fold macro-F1 is best (`class_bias_folds`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from joblib import Parallel, delayed
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
@@ -92,7 +95,96 @@ class TemperatureSoftmax(BaseEstimator, ClassifierMixin):
         return softmax(self._scores(X) / self.temperature_, axis=1)
 
 
-def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0) -> Pipeline:
+def _margins(estimator, X) -> np.ndarray:
+    """Decision scores as an [n, k] matrix; a binary model's single margin d becomes [0, d]. A model without
+    margins (ComplementNB) gives its log-probabilities."""
+    if not hasattr(estimator, "decision_function"):
+        return estimator.predict_log_proba(X)
+    d = estimator.decision_function(X)
+    return np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Macro-F1 over k classes from integer class positions (a confusion matrix by bincount: fast in a loop)."""
+    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(cm)
+    denom = cm.sum(0) + cm.sum(1)
+    return float(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean())
+
+
+def fit_class_bias(scores: np.ndarray, y: np.ndarray, steps: int = 21, max_rounds: int = 5) -> np.ndarray:
+    """One additive bias per class maximising macro-F1 of argmax(scores + bias): coordinate ascent over a grid
+    of +-1 standard deviation of the scores, class by class, until a round changes nothing."""
+    k = scores.shape[1]
+    grid = np.linspace(-1.0, 1.0, steps) * (scores.std() or 1.0)
+    bias = np.zeros(k)
+    best = macro_f1(y, scores.argmax(1), k)
+    for _ in range(max_rounds):
+        changed = False
+        for j in range(k):
+            for g in grid:
+                trial = bias.copy()
+                trial[j] = g
+                f = macro_f1(y, (scores + trial).argmax(1), k)
+                if f > best + 1e-12:
+                    best, bias, changed = f, trial, True
+        if not changed:
+            break
+    return bias
+
+
+def _fit_and_score(estimator, X, y, train_idx, test_idx):
+    est = estimator.fit(X[train_idx], y[train_idx])
+    return est, (_margins(est, X[test_idx]) if test_idx is not None else None)
+
+
+class ClassBias(BaseEstimator, ClassifierMixin):
+    """A margin classifier plus one additive bias per class, fitted to maximise macro-F1 on the out-of-fold
+    decision scores of the training rows (`folds` stratified folds; fewer when a class has fewer rows).
+    Balanced class weights equalise each class's share of the loss, not its F1; the bias moves each class's
+    threshold to where its precision/recall trade-off is best. The fold fits and the final fit run in parallel."""
+
+    def __init__(self, estimator=None, folds: int = 3, n_jobs: int | None = None, random_state: int = 0):
+        self.estimator = estimator
+        self.folds = folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.classes_, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
+        folds = int(min(self.folds, counts.min()))
+        everything = np.arange(len(y))
+        jobs = [(everything, None)]
+        if folds >= 2:
+            jobs += list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state).split(everything, y))
+        fitted = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_and_score)(clone(self.estimator), X, y, tr, te) for tr, te in jobs)
+        self.estimator_ = fitted[0][0]
+        self.bias_ = np.zeros(len(self.classes_))
+        if folds >= 2:
+            oof = np.zeros((len(y), len(self.classes_)))
+            for (_, te), (_, scores) in zip(jobs[1:], fitted[1:]):
+                oof[te] = scores
+            self.bias_ = fit_class_bias(oof, y_idx)
+        self.folds_used_ = folds if folds >= 2 else 0
+        return self
+
+    def decision_function(self, X):
+        return _margins(self.estimator_, X) + self.bias_
+
+    def predict(self, X):
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+    def predict_proba(self, X):
+        """softmax of the shifted margins: for multinomial logistic regression (or log-probabilities), the model's
+        own probabilities with the bias added to the logits."""
+        return softmax(self.decision_function(X), axis=1)
+
+
+def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = None) -> Pipeline:
+    """n_jobs: processes for fitting (the vectorisers side by side, the class-bias folds); `fit_task` sets them
+    back to one before the pipeline is saved, so that serving never spawns workers."""
     vectorizers = [(
         "word",
         TfidfVectorizer(preprocessor=FrenchPreprocessor(cfg.title_weight), ngram_range=tuple(cfg.word_ngram_range),
@@ -109,13 +201,18 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0) -> Pipeline:
                             max_features=cfg.char_max_features, sublinear_tf=True, dtype=np.float32),
             "text",
         ))
-    features = ColumnTransformer(vectorizers, sparse_threshold=1.0)
+    features = ColumnTransformer(vectorizers, sparse_threshold=1.0, n_jobs=n_jobs if len(vectorizers) > 1 else None)
     if cfg.classifier == "linear_svc":
-        clf = TemperatureSoftmax(LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, random_state=seed))
+        clf = LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, tol=cfg.tol, random_state=seed)
     elif cfg.classifier == "logreg":
-        clf = LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, solver=cfg.solver, random_state=seed)
+        clf = LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, tol=cfg.tol,
+                                 solver=cfg.solver, random_state=seed)
     else:
         clf = ComplementNB(alpha=cfg.alpha)
+    if cfg.class_bias_folds:
+        clf = ClassBias(clf, cfg.class_bias_folds, n_jobs=n_jobs, random_state=seed)
+    if cfg.classifier == "linear_svc":
+        clf = TemperatureSoftmax(clf)
     return Pipeline([("features", features), ("clf", clf)])
 
 
@@ -123,28 +220,40 @@ def frame(texts: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"text": texts})
 
 
-def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed: int = 0) -> Pipeline:
-    return build_pipeline(cfg, seed).fit(frame(texts), labels)
+def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed: int = 0,
+             n_jobs: int | None = None) -> Pipeline:
+    pipe = build_pipeline(cfg, seed, n_jobs).fit(frame(texts), labels)
+    return pipe.set_params(**{k: None for k in pipe.get_params() if k.endswith("n_jobs")})
 
 
-def calibrate_task(pipe: Pipeline, texts: list[str], labels: np.ndarray) -> None:
+def features(pipe: Pipeline, texts: list[str]):
+    """The fitted pipeline's feature matrix for these texts (to reuse one transform for several steps)."""
+    return pipe.named_steps["features"].transform(frame(texts))
+
+
+def calibrate_task(pipe: Pipeline, X, labels: np.ndarray) -> None:
+    """Fit the LinearSVC softmax temperature on held-out rows X (a `features` matrix)."""
     clf = pipe.named_steps["clf"]
-    if isinstance(clf, TemperatureSoftmax) and len(texts):
-        clf.calibrate(pipe.named_steps["features"].transform(frame(texts)), labels)
+    if isinstance(clf, TemperatureSoftmax) and X.shape[0]:
+        clf.calibrate(X, labels)
+
+
+def proba_full(pipe: Pipeline, X, n_classes: int) -> np.ndarray:
+    """Probabilities over all n_classes label indices (classes unseen in training get 0) from a `features` matrix."""
+    full = np.zeros((X.shape[0], n_classes), dtype=np.float64)
+    full[:, pipe.classes_.astype(int)] = pipe.named_steps["clf"].predict_proba(X)
+    return full
 
 
 def predict_proba_full(pipe: Pipeline, texts: list[str], n_classes: int) -> np.ndarray:
-    """Probabilities over all n_classes label indices (classes unseen in training get 0)."""
-    p = pipe.predict_proba(frame(texts))
-    full = np.zeros((len(texts), n_classes), dtype=np.float64)
-    full[:, pipe.classes_.astype(int)] = p
-    return full
+    return proba_full(pipe, features(pipe, texts), n_classes)
 
 
 def top_features(pipe: Pipeline, label_names: list[str], k: int) -> pd.DataFrame:
     """The k heaviest features per class of a linear model (weights, not importances)."""
-    clf = pipe.named_steps["clf"]
-    est = getattr(clf, "estimator_", clf)
+    est = pipe.named_steps["clf"]
+    while hasattr(est, "estimator_"):  # TemperatureSoftmax / ClassBias wrap the linear model
+        est = est.estimator_
     coef = getattr(est, "coef_", None)
     if coef is None and hasattr(est, "feature_log_prob_"):
         coef = est.feature_log_prob_
