@@ -27,7 +27,9 @@ def test_a_training_run_is_complete(use_trained_store):
     assert m["validation_macro_f1_mean"] == pytest.approx((m["validation_topic_macro_f1"] + m["validation_stance_macro_f1"]) / 2)
     assert not any(k.startswith("test_stance") for k in m), "the reserved test split carries no stance label"
     p, t = run.data.params, run.data.tags
-    assert p["model.topic.C"] == "0.3" and p["data.name"] == "orangesum-small"
+    # the resolved config, flattened: values from baseline.yaml and from the test's overrides
+    assert p["model.topic.C"] == str(load_config(REPO / "configs" / "baseline.yaml").model.topic.C)
+    assert p["model.topic.class_bias_folds"] == "3" and p["data.name"] == "orangesum-small"
     assert t["vigie.family"] == "baseline" and len(t["vigie.dataset_fingerprint"]) == 64
     assert t["vigie.git_commit"] and t["vigie.config_path"].endswith("baseline.yaml")
     names = {d.dataset.name for d in run.inputs.dataset_inputs}
