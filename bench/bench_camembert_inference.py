@@ -17,6 +17,7 @@ timed iterations, and the best iteration).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -53,21 +54,15 @@ def timed(fn, warmup: int, iters: int) -> list[float]:
 
 
 def long_train_articles(n: int, min_chars: int = 3000) -> list[str]:
-    """n OrangeSum `train` articles long enough for 256 tokens (test/valid stay untouched)."""
-    import gzip
+    """n OrangeSum `train` articles long enough for 256 tokens, read as the build reads them (test/valid untouched)."""
+    from training.data.readers import read_paths
 
-    texts = []
-    for shard in sorted(SHARDS.glob("*.jsonl*")):
-        opener = gzip.open if shard.suffix == ".gz" else open
-        with opener(shard, "rt", encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                text = f"{row.get('title', '')}\n\n{row.get('abstract', '')}\n\n{row.get('text', '')}"
-                if row.get("split") == "train" and len(text) >= min_chars:
-                    texts.append(text)
-                    if len(texts) == n:
-                        return texts
-    raise SystemExit(f"{SHARDS}: fewer than {n} train articles of {min_chars}+ characters")
+    texts = [a.text for a in itertools.islice(
+        (a for a in read_paths([SHARDS], lambda skip: None) if a.origin_split == "train" and len(a.text) >= min_chars),
+        n)]
+    if len(texts) < n:
+        raise SystemExit(f"{SHARDS}: fewer than {n} train articles of {min_chars}+ characters")
+    return texts
 
 
 def prepare(tmp: Path, args) -> None:
@@ -122,14 +117,10 @@ def worker(backend: str, tmp: Path, args) -> list[float]:
                 model.logits(t_ids, t_mask)
         return timed(run, args.warmup, args.iters)
     if backend.startswith("ort"):
-        import onnxruntime as ort
+        from training.models.camembert import onnx_session
 
-        opts = ort.SessionOptions()  # as the served scorer builds it
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if args.threads:
-            opts.intra_op_num_threads = args.threads
         path = tmp / "model.onnx" if backend == "ort_fp32" else tmp / "model" / "model.int8.onnx"
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = onnx_session(path, args.threads)  # the session the served scorer builds
         return timed(lambda: sess.run(None, feeds), args.warmup, args.iters)
     import pandas as pd
 

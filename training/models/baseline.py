@@ -13,10 +13,10 @@ import re
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from joblib import Parallel, delayed
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -56,6 +56,15 @@ class HeadPreprocessor(FrenchPreprocessor):
         return super().__call__("\n".join(text.split("\n", self.lines)[: self.lines]))
 
 
+def _margins(estimator, X) -> np.ndarray:
+    """Decision scores as an [n, k] matrix; a binary model's single margin d becomes [0, d]. A model without
+    margins (ComplementNB) gives its log-probabilities."""
+    if not hasattr(estimator, "decision_function"):
+        return estimator.predict_log_proba(X)
+    d = estimator.decision_function(X)
+    return np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
+
+
 class TemperatureSoftmax(BaseEstimator, ClassifierMixin):
     """A margin classifier with probabilities: softmax(decision_function / T), T fitted by `calibrate`."""
 
@@ -69,8 +78,7 @@ class TemperatureSoftmax(BaseEstimator, ClassifierMixin):
         return self
 
     def _scores(self, X) -> np.ndarray:
-        d = self.estimator_.decision_function(X)
-        return np.column_stack([-d, d]) if d.ndim == 1 else d
+        return _margins(self.estimator_, X)
 
     def calibrate(self, X, y) -> TemperatureSoftmax:
         s = self._scores(X)
@@ -93,15 +101,6 @@ class TemperatureSoftmax(BaseEstimator, ClassifierMixin):
 
     def predict_proba(self, X):
         return softmax(self._scores(X) / self.temperature_, axis=1)
-
-
-def _margins(estimator, X) -> np.ndarray:
-    """Decision scores as an [n, k] matrix; a binary model's single margin d becomes [0, d]. A model without
-    margins (ComplementNB) gives its log-probabilities."""
-    if not hasattr(estimator, "decision_function"):
-        return estimator.predict_log_proba(X)
-    d = estimator.decision_function(X)
-    return np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
@@ -153,21 +152,23 @@ class ClassBias(BaseEstimator, ClassifierMixin):
     def fit(self, X, y):
         y = np.asarray(y)
         self.classes_, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
-        folds = int(min(self.folds, counts.min()))
+        self.folds_used_ = int(min(self.folds, counts.min()))
+        if self.folds_used_ < 2:  # a class with one row: no out-of-fold score for it, so no bias
+            self.folds_used_ = 0
         everything = np.arange(len(y))
         jobs = [(everything, None)]
-        if folds >= 2:
-            jobs += list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state).split(everything, y))
+        if self.folds_used_:
+            split = StratifiedKFold(self.folds_used_, shuffle=True, random_state=self.random_state).split(everything, y)
+            jobs += list(split)
         fitted = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_and_score)(clone(self.estimator), X, y, tr, te) for tr, te in jobs)
         self.estimator_ = fitted[0][0]
         self.bias_ = np.zeros(len(self.classes_))
-        if folds >= 2:
+        if self.folds_used_:
             oof = np.zeros((len(y), len(self.classes_)))
             for (_, te), (_, scores) in zip(jobs[1:], fitted[1:]):
                 oof[te] = scores
             self.bias_ = fit_class_bias(oof, y_idx)
-        self.folds_used_ = folds if folds >= 2 else 0
         return self
 
     def decision_function(self, X):
@@ -201,7 +202,7 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = 
                             max_features=cfg.char_max_features, sublinear_tf=True, dtype=np.float32),
             "text",
         ))
-    features = ColumnTransformer(vectorizers, sparse_threshold=1.0, n_jobs=n_jobs if len(vectorizers) > 1 else None)
+    columns = ColumnTransformer(vectorizers, sparse_threshold=1.0, n_jobs=n_jobs if len(vectorizers) > 1 else None)
     if cfg.classifier == "linear_svc":
         clf = LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, tol=cfg.tol, random_state=seed)
     elif cfg.classifier == "logreg":
@@ -213,7 +214,7 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = 
         clf = ClassBias(clf, cfg.class_bias_folds, n_jobs=n_jobs, random_state=seed)
     if cfg.classifier == "linear_svc":
         clf = TemperatureSoftmax(clf)
-    return Pipeline([("features", features), ("clf", clf)])
+    return Pipeline([("features", columns), ("clf", clf)])
 
 
 def frame(texts: list[str]) -> pd.DataFrame:
