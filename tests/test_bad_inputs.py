@@ -281,6 +281,7 @@ def case_predict_empty_text(t): _invalid(pd.DataFrame({"text": ["   "]}), "is em
 def case_predict_one_megabyte_text(t): _invalid(pd.DataFrame({"text": ["x" * 2**20]}), "more than")
 def case_predict_too_many_articles(t): _invalid(pd.DataFrame({"text": ["Titre\ncorps"] * 10_000}), f"{MAX_ROWS}")
 def case_predict_no_rows(t): _invalid(pd.DataFrame({"text": []}), "no rows")
+def case_predict_date_not_iso(t): _invalid(pd.DataFrame({"text": ["Titre\ncorps"] * 2, "date": [None, "29/11/2026"]}), "row 1: 'date' must be an ISO date")
 
 
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}

@@ -1,11 +1,12 @@
-"""The baseline estimators on their own: per-class bias for macro-F1, fitting in parallel, serving serially."""
+"""The baseline estimators on their own: per-class bias for macro-F1, fitting in parallel, serving serially,
+publication-date features."""
 
 import numpy as np
 import pytest
 
 from training.config import BaselineTaskConfig
-from training.models.baseline import (ClassBias, features, fit_class_bias, fit_task, macro_f1, predict_proba_full,
-                                      top_features)
+from training.models.baseline import (ClassBias, PublicationMonth, features, fit_class_bias, fit_task, macro_f1,
+                                      predict_proba_full, top_features)
 
 
 def test_macro_f1_matches_scikit_learn():
@@ -86,3 +87,45 @@ def test_class_bias_on_complement_nb_shifts_its_log_probabilities():
     X = features(pipe, texts)
     want = model.estimator_.predict_proba(X) * np.exp(model.bias_)
     assert np.allclose(model.predict_proba(X), want / want.sum(1, keepdims=True))
+
+
+def test_publication_month_steps_over_the_training_range():
+    enc = PublicationMonth(weight=0.5, trim=0).fit(["2018-02-10", "2018-05-01", "2018-03-31", None])
+    assert list(enc.get_feature_names_out()) == ["date>=2018-03", "date>=2018-04", "date>=2018-05"]
+    got = enc.transform(["2018-02-28", "2018-04-02", "2017-01-01", "2031-12-01", None, "not a date", "2018-13-01"]).toarray()
+    assert got.tolist() == [
+        [0, 0, 0],          # first month of the range
+        [0.5, 0.5, 0],      # April: past the March and April steps
+        [0, 0, 0],          # before the range: reads as its first month
+        [0.5, 0.5, 0.5],    # after the range: its last month (the newest sections)
+        [0.5, 0.5, 0.5],    # undated: taken as current
+        [0.5, 0.5, 0.5],    # unreadable: same as undated
+        [0.5, 0.5, 0.5],    # month 13 is unreadable
+    ]
+    with pytest.raises(ValueError, match="no training row has a readable date"):
+        PublicationMonth().fit([None, "", "soon"])
+    # one straggler among 300 articles a decade earlier does not stretch the range back to it
+    enc = PublicationMonth(trim=0.01).fit(["2008-01-05"] + ["2018-02-01", "2018-03-01", "2018-04-01"] * 100)
+    assert list(enc.get_feature_names_out()) == ["date>=2018-03", "date>=2018-04"]
+    assert enc.transform(["2008-01-05"]).toarray().tolist() == [[0, 0]]
+
+
+def test_date_weight_lets_the_model_read_when_a_section_existed():
+    # the same words before and after a reorganisation; the sections used changed on 2018-01: only the date tells
+    def articles(seed):
+        texts, y = _texts({"sport": 80, "eco": 80}, seed)
+        rng = np.random.default_rng(seed)
+        era = rng.random(len(y)) < 0.5
+        dates = [f"{2017 + e}-{rng.integers(3, 13):02d}-15" for e in era]
+        texts = [t.replace("Titre sport", "Titre").replace("Titre eco", "Titre") for t in texts]
+        return texts, np.where(era, y, 2), dates  # before 2018 every article went to one catch-all section
+
+    texts, y, dates = articles(0)
+    cfg = BaselineTaskConfig(C=1.0, class_weight=None, title_weight=0)
+    text_only = fit_task(cfg, texts, y, dates=dates)
+    dated = fit_task(cfg.model_copy(update={"date_weight": 1.0}), texts, y, dates=dates)
+    texts, y, dates = articles(1)  # held-out articles
+    acc = {name: (predict_proba_full(p, texts, 3, dates).argmax(1) == y).mean() for name, p in
+           {"text_only": text_only, "dated": dated}.items()}
+    assert acc["dated"] > 0.95 and acc["text_only"] < 0.8
+    assert "date__date>=2018-01" in set(top_features(dated, ["sport", "eco", "old"], 40)["feature"])

@@ -141,8 +141,10 @@ def test_scoring_server_answers_and_refuses_bad_requests(server):
     pred = r.json()["predictions"]
     assert len(pred) == 1 and {"topic", "topic_score", "stance", "stance_score"} <= set(pred[0])
     with gzip.open(SHARDS / "orangesum_topic_01.jsonl.gz", "rt") as fh:
-        texts = [f"{d['title']}\n{d['text']}" for d in map(json.loads, fh) if d.get("text")][:32]
-    r = httpx.post(inv, json={"dataframe_records": [{"text": t} for t in texts]}, timeout=60)
+        docs = [d for d in map(json.loads, fh) if d.get("text")][:32]
+    # publication dates are optional, row by row
+    records = [{"text": f"{d['title']}\n{d['text']}", **({"date": d["date"]} if i % 2 else {})} for i, d in enumerate(docs)]
+    r = httpx.post(inv, json={"dataframe_records": records}, timeout=60)
     assert r.status_code == 200 and len(r.json()["predictions"]) == 32
 
     bad = {
@@ -151,6 +153,7 @@ def test_scoring_server_answers_and_refuses_bad_requests(server):
         "text not a string": dict(json={"dataframe_records": [{"text": 42}]}),
         "empty text": dict(json={"dataframe_records": [{"text": "   "}]}),
         "1 MB text": dict(json={"dataframe_records": [{"text": "Titre\n" + "mot " * 262_144}]}),
+        "date not ISO": dict(json={"dataframe_records": [{"text": "Titre\ncorps", "date": "29/11/2026"}]}),
     }
     for name, kw in bad.items():
         r = httpx.post(inv, timeout=60, **kw)

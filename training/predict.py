@@ -12,6 +12,7 @@ import pandas as pd
 from training.data.article import Skip
 from training.data.readers import read_paths
 from training.io import atomic_write_text
+from training.models.contract import iso_date
 from training.registry import load_model
 
 OUTPUT_FIELDS = ("topic", "topic_score", "stance", "stance_score")
@@ -27,8 +28,9 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     bar = tqdm(total=len(articles), desc="predict", unit="article", file=sys.stderr, disable=len(articles) < batch_size)
     for k in range(0, len(articles), batch_size):
         batch = articles[k : k + batch_size]
-        # the model cleans its input itself; it gets the article as title line + text, like any raw input
-        pred = model.predict(pd.DataFrame({"text": [a.text for a in batch]}))
+        # the model cleans its input itself; it gets the article as title line + text, like any raw input, and
+        # its publication date where the reader found a readable one
+        pred = model.predict(pd.DataFrame({"text": [a.text for a in batch], "date": [iso_date(a.date) for a in batch]}))
         for a, row in zip(batch, pred.to_dict(orient="records")):
             rec = {"id": a.id, **{f: row.get(f) for f in OUTPUT_FIELDS}}
             if a.path:

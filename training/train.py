@@ -54,6 +54,7 @@ class TaskData:
     ids: list[str]
     texts: list[str]
     y: np.ndarray
+    dates: list[str | None]
 
 
 def task_data(split, task: str, max_rows: int | None = None) -> TaskData:
@@ -62,7 +63,7 @@ def task_data(split, task: str, max_rows: int | None = None) -> TaskData:
     if max_rows is not None and len(keep) > max_rows:
         keep = keep[:max_rows]
     sub = split.select(keep)
-    return TaskData(list(sub["id"]), list(sub["text"]), y[keep])
+    return TaskData(list(sub["id"]), list(sub["text"]), y[keep], [d or None for d in sub["date"]])
 
 
 def label_names(dsd, task: str) -> list[str]:

@@ -36,9 +36,10 @@ def fit_and_predict(cfg: Config, dsd, labels: dict[str, list[str]], tasks: list[
             continue
         t0 = time.time()
         print(f"[{task}] fitting {tcfg.classifier} on {len(train.y)} rows ...", file=sys.stderr, flush=True)
-        pipe = fit_task(tcfg, train.texts, train.y, seed=cfg.train.seed, n_jobs=cfg.train.num_threads or -1)
+        pipe = fit_task(tcfg, train.texts, train.y, seed=cfg.train.seed, n_jobs=cfg.train.num_threads or -1,
+                        dates=train.dates)
         val = task_data(dsd["validation"], task, cfg.train.max_eval_rows)
-        X_val = features(pipe, val.texts)
+        X_val = features(pipe, val.texts, val.dates)
         calibrate_task(pipe, X_val, val.y)
         extra[f"{task}_fit_seconds"] = time.time() - t0
         proba[task] = {}
@@ -47,7 +48,7 @@ def fit_and_predict(cfg: Config, dsd, labels: dict[str, list[str]], tasks: list[
         for split in (s for s in cfg.evaluate.splits if s != "validation"):  # validation: scored above
             d = task_data(dsd[split], task, cfg.train.max_eval_rows)
             if len(d.y):
-                proba[task][split] = proba_full(pipe, features(pipe, d.texts), len(labels[task]))
+                proba[task][split] = proba_full(pipe, features(pipe, d.texts, d.dates), len(labels[task]))
         feats[task] = top_features(pipe, labels[task], cfg.evaluate.top_features)
         # zlib level 1: as small as level 3 within 3 % here, in two thirds of the time (benchmarks.md)
         joblib.dump(pipe, model_dir / f"{task}.joblib", compress=1)

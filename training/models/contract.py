@@ -1,7 +1,8 @@
 """The one served-model contract, shared by every model family.
 
 Input: a DataFrame with a `text` column (the raw article as a user has it: title on the first line,
-boilerplate possibly still in) and an optional `title` column (then `text` is the body).
+boilerplate possibly still in), an optional `title` column (then `text` is the body) and an optional `date`
+column (publication date, ISO `YYYY-MM-DD`; models that read it take an undated article as current).
 Output: a DataFrame with `topic`, `topic_score`, `stance`, `stance_score`, and `topic_proba_<label>` /
 `stance_proba_<label>` per class. A model without a stance head returns null stance columns.
 
@@ -11,6 +12,7 @@ so a raw scraped page and its cleaned version get the same answer.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Protocol
 
@@ -60,15 +62,40 @@ def validate_input(df) -> pd.DataFrame:
             raise InvalidInput(f"row {i}: 'text' is {len(t)} characters, more than the {MAX_TEXT_CHARS} accepted")
     if "title" in df.columns:
         for i, t in enumerate(df["title"]):
-            if t is not None and not (isinstance(t, float) and math.isnan(t)) and not isinstance(t, str):
+            if not _missing(t) and not isinstance(t, str):
                 raise InvalidInput(f"row {i}: 'title' must be a string or null")
+    if "date" in df.columns:
+        for i, d in enumerate(df["date"]):
+            if not _missing(d) and iso_date(d) is None:
+                raise InvalidInput(f"row {i}: 'date' must be an ISO date YYYY-MM-DD or null, got {str(d)[:40]!r}")
     return df
 
 
-def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> list[str]:
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def iso_date(v) -> str | None:
+    """'YYYY-MM-DD' (a datetime's date part too) -> 'YYYY-MM-DD'; anything else -> None."""
+    try:
+        return dt.date.fromisoformat(v.strip()[:10]).isoformat() if isinstance(v, str) else None
+    except ValueError:
+        return None
+
+
+def input_dates(df: pd.DataFrame) -> list[str | None]:
+    """The validated frame's publication dates as 'YYYY-MM-DD', None where absent."""
+    if "date" not in df.columns:
+        return [None] * len(df)
+    return [None if _missing(d) else iso_date(d) for d in df["date"]]
+
+
+def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> tuple[list[str], list[str | None]]:
+    """A request -> (model input texts, publication dates), or InvalidInput naming the row and column."""
     df = validate_input(df)
     titles = df["title"].tolist() if "title" in df.columns else [None] * len(df)
-    return [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate) for t, ti in zip(df["text"], titles)]
+    texts = [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate) for t, ti in zip(df["text"], titles)]
+    return texts, input_dates(df)
 
 
 class TaskScorer(Protocol):
@@ -110,7 +137,8 @@ def signature(all_labels: dict[str, list[str]]):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    inputs = Schema([ColSpec("string", "text"), ColSpec("string", "title", required=False)])
+    inputs = Schema([ColSpec("string", "text"), ColSpec("string", "title", required=False),
+                     ColSpec("string", "date", required=False)])
     outputs = Schema([ColSpec(t, name, required=False) for name, t in output_columns(all_labels)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -118,4 +146,5 @@ def signature(all_labels: dict[str, list[str]]):
 INPUT_EXAMPLE = pd.DataFrame({
     "text": ["L'Iran et la Russie renforcent leur partenariat contre l'Occident\n"
              "Moscou et Téhéran renforceront leur partenariat en matière de sécurité."],
+    "date": ["2020-06-15"],
 })

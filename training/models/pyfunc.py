@@ -42,21 +42,22 @@ class VigieModel(mlflow.pyfunc.PythonModel):
         else:
             raise ValueError(f"unknown model family {family!r}")
 
-    def predict_texts(self, texts: list[str]) -> dict:
+    def predict_texts(self, texts: list[str], dates: list[str | None] | None = None) -> dict:
+        """Prepared texts (and publication dates, for the models that read them) -> {task: (labels, probabilities)}."""
         labels = self.meta["labels"]
         if self.meta["family"] == "baseline":
             from training.models.baseline import predict_proba_full
 
-            return {t: (labels[t], predict_proba_full(p, texts, len(labels[t]))) for t, p in self.scorers.items()}
+            return {t: (labels[t], predict_proba_full(p, texts, len(labels[t]), dates)) for t, p in self.scorers.items()}
         return self.scorer.predict_proba(texts)
 
     def predict(self, context, model_input, params=None):
         try:
-            texts = prepare_frame(model_input, self.boilerplate)
+            texts, dates = prepare_frame(model_input, self.boilerplate)
         except InvalidInput as e:
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
-        probas = self.predict_texts(texts)
+        probas = self.predict_texts(texts, dates)
         return format_output(probas, len(texts), self.meta["labels"])
