@@ -80,7 +80,8 @@ def test_predict_cli_on_seeds_and_a_thousand_articles(use_trained_store, tmp_pat
     jsonl = tmp_path / "articles.jsonl"
     with gzip.open(SHARDS / "orangesum_topic_03.jsonl.gz", "rt") as fh:
         recs = [json.loads(line) for line in fh]
-    recs = [{k: r[k] for k in ("id", "title", "abstract", "text")} for r in recs if r.get("text")][:1000]
+    recs = [{k: r[k] for k in ("id", "title", "abstract", "text", "date")} for r in recs if r.get("text")][:1000]
+    recs[5]["date"] = "hier"  # unreadable: predicted as undated, and said
     jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"")
@@ -93,6 +94,7 @@ def test_predict_cli_on_seeds_and_a_thousand_articles(use_trained_store, tmp_pat
     assert lines[0]["id"] == "000_e3005b3932ea3b15"
     assert set(lines[1]) >= {"id", "topic", "topic_score", "stance", "stance_score"}
     assert "skipped 1" in p.stderr and "empty file" in p.stderr
+    assert "1 article(s) with a date that is not YYYY-MM-DD" in p.stderr and "'hier'" in p.stderr
 
 
 def free_port() -> int:

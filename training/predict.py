@@ -25,6 +25,7 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     articles = list(read_paths(paths, skips.append))
     model = load_model(model_uri)
     lines: list[str] = []
+    unreadable_dates = [a for a in articles if a.date and iso_date(a.date) is None]
     bar = tqdm(total=len(articles), desc="predict", unit="article", file=sys.stderr, disable=len(articles) < batch_size)
     for k in range(0, len(articles), batch_size):
         batch = articles[k : k + batch_size]
@@ -46,6 +47,9 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     reasons = Counter(s.reason.split(":")[0] for s in skips)
     summary = f"predicted {len(lines)} article(s)" + (f"; skipped {len(skips)}: " + ", ".join(f"{r} ({n})" for r, n in reasons.items()) if skips else "")
     print(summary, file=sys.stderr)
+    if unreadable_dates:
+        print(f"  {len(unreadable_dates)} article(s) with a date that is not YYYY-MM-DD, predicted as undated "
+              f"(e.g. {unreadable_dates[0].path or unreadable_dates[0].id}: {unreadable_dates[0].date!r})", file=sys.stderr)
     for s in skips[:20]:
         print(f"  skipped {s}", file=sys.stderr)
     return 0
