@@ -104,7 +104,7 @@ class BaselineTaskConfig(Strict):
     # that maximises macro-F1 (the metric balanced class weights only approximate); 0: no bias
     class_bias_folds: int = Field(0, ge=0, le=20)
     # > 0: the publication month as features, at this weight (0: text only). The site's sections changed over
-    # time (no `france` before 2018-02, most societe/* sections from 2020-06), so the date tells which existed
+    # time (no `france` before 2018-01, most societe/sante, high-tech, media articles from 2020-06)
     date_weight: float = Field(0.0, ge=0, le=10)
 
     @field_validator("word_ngram_range", "char_ngram_range")
