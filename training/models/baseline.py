@@ -14,10 +14,10 @@ import re
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -69,6 +69,10 @@ def month_index(date) -> int | None:
     return int(m.group(1)) * 12 + int(m.group(2)) - 1
 
 
+def _column(X) -> list:
+    return X.tolist() if hasattr(X, "tolist") else list(X)
+
+
 class PublicationMonth(TransformerMixin, BaseEstimator):
     """The publication month as cumulative features: one column per month boundary of the training range, set to
     `weight` when the article is from that month or later. A linear model then reads a step at each change of the
@@ -97,10 +101,6 @@ class PublicationMonth(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         return np.array([f"date>={m // 12}-{m % 12 + 1:02d}" for m in range(self.first_ + 1, self.last_ + 1)], dtype=object)
-
-
-def _column(X) -> list:
-    return X.tolist() if hasattr(X, "tolist") else list(X)
 
 
 def _margins(estimator, X) -> np.ndarray:
