@@ -25,13 +25,14 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     articles = list(read_paths(paths, skips.append))
     model = load_model(model_uri)
     lines: list[str] = []
-    unreadable_dates = [a for a in articles if a.date and iso_date(a.date) is None]
+    dates = [iso_date(a.date) for a in articles]  # None where absent or unreadable: predicted as undated
+    unreadable_dates = [a for a, d in zip(articles, dates) if a.date and d is None]
     bar = tqdm(total=len(articles), desc="predict", unit="article", file=sys.stderr, disable=len(articles) < batch_size)
     for k in range(0, len(articles), batch_size):
         batch = articles[k : k + batch_size]
         # the model cleans its input itself; it gets the article as title line + text, like any raw input, and
         # its publication date where the reader found a readable one
-        pred = model.predict(pd.DataFrame({"text": [a.text for a in batch], "date": [iso_date(a.date) for a in batch]}))
+        pred = model.predict(pd.DataFrame({"text": [a.text for a in batch], "date": dates[k : k + batch_size]}))
         for a, row in zip(batch, pred.to_dict(orient="records")):
             rec = {"id": a.id, **{f: row.get(f) for f in OUTPUT_FIELDS}}
             if a.path:

@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from training.config import BaselineTaskConfig
+from training.models.contract import iso_date
 
 _ELISION = re.compile(r"\b([cdjlmnst]|qu|jusqu|lorsqu|puisqu|quoiqu)'", re.IGNORECASE)
 
@@ -58,15 +59,11 @@ class HeadPreprocessor(FrenchPreprocessor):
         return super().__call__("\n".join(text.split("\n", self.lines)[: self.lines]))
 
 
-_DATE = re.compile(r"^(\d{4})-(\d{2})")
-
-
 def month_index(date) -> int | None:
-    """'YYYY-MM-DD' (or any string starting 'YYYY-MM') -> months since year 0; None when missing or unreadable."""
-    m = _DATE.match(date) if isinstance(date, str) else None
-    if not m or not 1 <= int(m.group(2)) <= 12:
-        return None
-    return int(m.group(1)) * 12 + int(m.group(2)) - 1
+    """A date as the served contract reads it ('YYYY-MM-DD') -> months since year 0; None when missing or
+    unreadable. One reader for training and serving, so both see the same month."""
+    iso = iso_date(date)
+    return None if iso is None else int(iso[:4]) * 12 + int(iso[5:7]) - 1
 
 
 def _column(X) -> list:

@@ -64,10 +64,6 @@ def validate_input(df) -> pd.DataFrame:
         for i, t in enumerate(df["title"]):
             if not _missing(t) and not isinstance(t, str):
                 raise InvalidInput(f"row {i}: 'title' must be a string or null")
-    if "date" in df.columns:
-        for i, d in enumerate(df["date"]):
-            if not _missing(d) and iso_date(d) is None:
-                raise InvalidInput(f"row {i}: 'date' must be an ISO date YYYY-MM-DD or null, got {str(d)[:40]!r}")
     return df
 
 
@@ -84,18 +80,26 @@ def iso_date(v) -> str | None:
 
 
 def input_dates(df: pd.DataFrame) -> list[str | None]:
-    """The validated frame's publication dates as 'YYYY-MM-DD', None where absent."""
+    """The frame's publication dates as 'YYYY-MM-DD', None where absent; InvalidInput naming the first row whose
+    date is neither."""
     if "date" not in df.columns:
         return [None] * len(df)
-    return [None if _missing(d) else iso_date(d) for d in df["date"]]
+    dates = []
+    for i, d in enumerate(df["date"]):
+        iso = None if _missing(d) else iso_date(d)
+        if iso is None and not _missing(d):
+            raise InvalidInput(f"row {i}: 'date' must be an ISO date YYYY-MM-DD or null, got {str(d)[:40]!r}")
+        dates.append(iso)
+    return dates
 
 
 def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> tuple[list[str], list[str | None]]:
     """A request -> (model input texts, publication dates), or InvalidInput naming the row and column."""
     df = validate_input(df)
+    dates = input_dates(df)
     titles = df["title"].tolist() if "title" in df.columns else [None] * len(df)
     texts = [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate) for t, ti in zip(df["text"], titles)]
-    return texts, input_dates(df)
+    return texts, dates
 
 
 class TaskScorer(Protocol):
