@@ -71,7 +71,7 @@ def prepare(tmp: Path, args) -> None:
     from transformers import CamembertConfig, CamembertModel, CamembertTokenizer
 
     from training.models.camembert import build_model, export_onnx, quantize_int8, save_model
-    from training.models.pyfunc import write_meta
+    from training.models.family import write_meta
     from training.models.tiny import train_unigram
 
     torch.manual_seed(0)

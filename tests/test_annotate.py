@@ -12,8 +12,9 @@ from training.annotate.agreement import agreement, fleiss_kappa, votes_by_id
 from training.annotate.corpus import load_articles
 from training.annotate.labelstudio import export_tasks, import_results
 from training.annotate.pool import build_pool, check_splits, read_pool
-from training.annotate.schema import StanceAnnotation, evidence_problems, read_annotations
-from training.data.article import Article, InputError
+from training.data.schema import StanceAnnotation, evidence_problems, read_stance_annotations
+from training.data.article import Article
+from training.errors import InputError
 
 from tests.conftest import ADJUDICATED, REPO, SHARDS
 
@@ -117,7 +118,7 @@ def test_label_studio_round_trip(tmp_path):
     export.write_text(json.dumps(tasks))
     out = tmp_path / "imported.jsonl"
     assert import_results(export, out, pool) == 2
-    back = read_annotations(out)
+    back = read_stance_annotations(out)
     assert [(a.id, a.stance, a.confidence, a.annotator, a.stratum) for a in back] == [
         ("2", "anti_occident", 2, "ls-ann@x", "prefilter"), ("4", "neutre", 3, "ls-8", "random")]
     arts = load_articles([SHARDS], {"2"})
@@ -128,17 +129,17 @@ def test_schema_rejects_bad_lines(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps({"id": "1", "stance": "pro_west", "confidence": 3, "annotator": "a", "stratum": "s"}) + "\n")
     with pytest.raises(InputError, match=r"bad.jsonl:1: stance"):
-        read_annotations(f)
+        read_stance_annotations(f)
     f.write_text(json.dumps({"id": "1", "stance": "anti_occident", "confidence": 3, "annotator": "a", "stratum": "s"}) + "\n")
     with pytest.raises(InputError, match="needs evidence"):
-        read_annotations(f)
+        read_stance_annotations(f)
 
 
 # --- the committed labels ------------------------------------------------------------------------------------
 
 
 def test_label_files_are_schema_valid_and_cover_2000_train_articles():
-    final = read_annotations(ADJUDICATED)
+    final = read_stance_annotations(ADJUDICATED)
     ids = [a.id for a in final]
     assert len(ids) == len(set(ids)) >= 2000
     arts = load_articles([SHARDS], set(ids))
@@ -151,7 +152,7 @@ def test_label_files_are_schema_valid_and_cover_2000_train_articles():
 
 
 def test_every_non_neutral_label_has_verbatim_evidence():
-    final = read_annotations(ADJUDICATED)
+    final = read_stance_annotations(ADJUDICATED)
     nonneutral = [a for a in final if a.stance != "neutre"]
     arts = load_articles([SHARDS], {a.id for a in nonneutral})
     problems = [p for a in nonneutral for p in evidence_problems(a, arts[a.id].text)]
@@ -164,7 +165,7 @@ def test_double_annotation_covers_every_non_neutral_and_agrees():
     assert r["double_annotated"] >= 200 and r["cohen_kappa"] >= 0.6
     first_non_neutral = {i for i, v in votes.items() if any(x.stance != "neutre" for x in v)}
     assert all(len(votes[i]) >= 2 for i in first_non_neutral)
-    final = {a.id: a for a in read_annotations(ADJUDICATED)}
+    final = {a.id: a for a in read_stance_annotations(ADJUDICATED)}
     assert all(len(final[i].votes) >= 2 for i in first_non_neutral)
 
 
@@ -188,6 +189,6 @@ def test_next_shows_an_article_and_records_the_decision(tmp_path):
     assert p.returncode == 0, p.stderr
     p = session("a\n1\nnot in the article\n" + sentence + "\n\ntest\n")  # resumes at article 4; bad evidence refused
     assert p.returncode == 0 and "not found verbatim" in p.stdout
-    got = read_annotations(labels)
+    got = read_stance_annotations(labels)
     assert [(a.id, a.stance, a.confidence) for a in got] == [("2", "neutre", 3), ("4", "anti_occident", 1)]
     assert got[1].evidence == [sentence] and got[1].stratum == "random"

@@ -16,11 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.config import ConfigError, load_config
-from training.data.article import InputError
+from training.config import load_config
+from training.errors import ConfigError
+from training.errors import InputError
 from training.data.build import build_dataset
 from training.data.readers import read_paths
-from training.models.contract import MAX_ROWS, InvalidInput, prepare_frame
+from training.errors import InvalidInput
+from training.models.contract import MAX_ROWS, prepare_frame
 
 from tests.conftest import REPO
 

@@ -4,7 +4,7 @@ publication-date features."""
 import numpy as np
 import pytest
 
-from training.config import BaselineTaskConfig
+from training.models.baseline_family import BaselineTaskConfig
 from training.models.baseline import (ClassBias, PublicationMonth, features, fit_class_bias, fit_task, macro_f1,
                                       predict_proba_full, top_features)
 

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.config import load_config
-from training.data.article import InputError
+from training.errors import InputError
 from training.data.build import build_dataset
-from training.data.cleaning import normalize_for_dedup, normalize_many
+from training.data.cleaning import BoilerplateModel, model_text, normalize_for_dedup, normalize_many
 from training.data.dedup import find_duplicates
 
-from tests.conftest import REPO, SHARDS, small_overrides
+from tests.conftest import REPO, SHARDS
 
 
 def test_saved_dataset_has_classlabels_and_the_seed(small_build):
@@ -68,6 +68,30 @@ def test_full_build_invariants_on_real_data(tmp_path_factory):
     ids = [set(dsd[s]["id"]) for s in ("train", "validation", "test")]
     assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
     assert stats["splits"]["train"]["stance_labelled"] > 1500
+
+
+def test_text_column_is_the_served_model_text(tmp_path):
+    """`text` is `model_text` of the row's parts with the build's boilerplate: a lead line that recurs in the
+    source's bodies is out of `text`, as it is out of a text the served model cleans."""
+    src = tmp_path / "src"
+    src.mkdir()
+    furniture = "Suivez Vigie sur les réseaux sociaux"
+    recs = [{"id": f"a{i}", "label": "monde", "title": f"Titre numéro {i} w{i}x w{i}y w{i}z",
+             "abstract": f"Le chapeau {i}.\n{furniture}",
+             "text": " ".join(f"mot{i}_{k}" for k in range(60)) + f".\n{furniture}"} for i in range(8)]
+    (src / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    cfg = load_config(REPO / "configs" / "baseline.yaml", [f"data.output_dir={tmp_path / 'out'}", "data.name=t",
+                                                         f"data.sources=[{{path: {src}, name: local}}]",
+                                                         "data.annotations=null"])
+    stats = build_dataset(cfg.data, progress=False)
+    assert stats["boilerplate_lines"] == {"local": 1}
+    boiler = BoilerplateModel.from_json(json.loads((Path(stats["output"]) / "boilerplate.json").read_text()))
+    rows = [r for split in load_from_disk(stats["output"]).values() for r in split]
+    assert len(rows) == 8
+    for r in rows:
+        assert r["text"] == model_text(r["title"], r["body"], lead=r["abstract"], source="local", boilerplate=boiler)
+        assert furniture not in r["text"] and furniture not in r["body"]
+        assert r["text"].startswith(r["title"] + "\nLe chapeau")
 
 
 def test_stats_report_counts_skips_and_fingerprint(small_build):

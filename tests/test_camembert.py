@@ -163,7 +163,7 @@ def test_hub_name_fails_fast_without_network(tmp_path, monkeypatch):
     import huggingface_hub.constants
     import transformers  # noqa: F401 - timed below: the failure, not the import
 
-    from training.data.article import InputError
+    from training.errors import InputError
     from training.models.camembert import load_pretrained
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -236,7 +236,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny, small_build, mlflow_sto
     from mlflow import MlflowClient
     from transformers import TrainerCallback
 
-    from training.models import camembert_train
+    from training.models import camembert_family, checkpoints
     from training.train import train
 
     class StopAfterFirstCheckpoint(TrainerCallback):
@@ -245,7 +245,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny, small_build, mlflow_sto
             raise KeyboardInterrupt
 
     stop = StopAfterFirstCheckpoint()
-    monkeypatch.setattr(camembert_train, "extra_callbacks", lambda: [stop])
+    monkeypatch.setattr(camembert_family, "extra_callbacks", lambda: [stop])
     cfg = tiny_config(tiny, small_build, tmp_path, "experiment=camembert-resume")
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
@@ -254,10 +254,10 @@ def test_resume_continues_from_the_last_checkpoint(tiny, small_build, mlflow_sto
     [killed] = client.search_runs([exp.experiment_id])
     assert killed.info.status == "KILLED"
     first = stop.step
-    ckpt = camembert_train.last_complete_checkpoint(camembert_train.checkpoint_dir(cfg, data_path(small_build)))
+    ckpt = checkpoints.last_complete_checkpoint(camembert_family.checkpoint_dir(cfg, data_path(small_build)))
     assert ckpt is not None and ckpt.name == f"checkpoint-{first}"
 
-    monkeypatch.setattr(camembert_train, "extra_callbacks", lambda: [])
+    monkeypatch.setattr(camembert_family, "extra_callbacks", lambda: [])
     resumed = tiny_config(tiny, small_build, tmp_path, "experiment=camembert-resume", "train.resume=true")
     result = train(resumed)
     m = result["metrics"]
@@ -272,7 +272,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny, small_build, mlflow_sto
 
 def test_a_pruned_trial_leaves_no_checkpoints(tiny, small_build, mlflow_store, tmp_path):
     """The sweep's trial_callback sees every evaluation; when it stops the trial, the checkpoints go too."""
-    from training.models import camembert_train
+    from training.models import camembert_family
     from training.train import train
 
     class Pruned(Exception):
@@ -289,24 +289,24 @@ def test_a_pruned_trial_leaves_no_checkpoints(tiny, small_build, mlflow_store, t
     with pytest.raises(Pruned):
         train(cfg, trial_callback=report)
     assert len(seen) == 2 and seen[0][0] < seen[1][0] and all(0 <= v <= 1 for _, v in seen)
-    assert not camembert_train.checkpoint_dir(cfg, data_path(small_build)).exists()
+    assert not camembert_family.checkpoint_dir(cfg, data_path(small_build)).exists()
 
 
 def test_checkpoint_folder_is_stable_across_a_resume(tiny, small_build, tmp_path):
-    from training.models import camembert_train
+    from training.models import camembert_family, checkpoints
 
     path = data_path(small_build)
-    folder = camembert_train.checkpoint_dir(tiny_config(tiny, small_build, tmp_path), path)
-    other = camembert_train.checkpoint_dir(tiny_config(tiny, small_build, tmp_path, "train.learning_rate=0.002"), path)
-    same = camembert_train.checkpoint_dir(
+    folder = camembert_family.checkpoint_dir(tiny_config(tiny, small_build, tmp_path), path)
+    other = camembert_family.checkpoint_dir(tiny_config(tiny, small_build, tmp_path, "train.learning_rate=0.002"), path)
+    same = camembert_family.checkpoint_dir(
         tiny_config(tiny, small_build, tmp_path, "train.resume=true", "train.num_threads=2"), path)
     assert folder == same and folder != other
     (folder / "checkpoint-3").mkdir(parents=True)
-    assert camembert_train.last_complete_checkpoint(folder) is None  # no trainer_state.json: cut short
+    assert checkpoints.last_complete_checkpoint(folder) is None  # no trainer_state.json: cut short
     (folder / "checkpoint-3" / "trainer_state.json").write_text("{}")
     (folder / "checkpoint-12").mkdir()
     (folder / "checkpoint-12" / "trainer_state.json").write_text("{}")
-    assert camembert_train.last_complete_checkpoint(folder).name == "checkpoint-12"
+    assert checkpoints.last_complete_checkpoint(folder).name == "checkpoint-12"
 
 
 def test_sigkill_mid_epoch_then_resume_and_cleanup(tiny, small_build, mlflow_store, tmp_path):

@@ -8,6 +8,7 @@ from training.data.cleaning import (
     BoilerplateModel,
     clean_body,
     clean_title,
+    model_text,
     normalize_chars,
     normalize_for_dedup,
     repair_glued_sentences,
@@ -85,7 +86,37 @@ def test_repair_on_punctuation_heavy_text_is_idempotent(text):
     assert (prepare_text(once) if once.strip() else "") == once
 
 
-def test_served_text_drops_lines_learned_for_any_source():
-    model = BoilerplateModel(min_docs=2, min_fraction=0.1).fit([("site", f"Texte {i}.\nSuivez-nous sur Mastodon") for i in range(4)])
-    assert prepare_text("Titre\nUn paragraphe.\nSuivez-nous sur Mastodon", boilerplate=model) == "Titre\nUn paragraphe."
-    assert clean_body("Un paragraphe.\nSuivez-nous sur Mastodon", "other", model).endswith("Mastodon")
+def test_served_text_uses_its_source_lines_when_known_and_every_source_lines_otherwise():
+    docs = [("site", f"Texte {i}.\nSuivez-nous sur Mastodon") for i in range(4)] + [("quiet", "Un autre texte.")]
+    model = BoilerplateModel(min_docs=2, min_fraction=0.1).fit(docs)
+    raw = "Titre\nUn paragraphe.\nSuivez-nous sur Mastodon"
+    # no source, or a site the build never saw: the lines learned for any source go
+    assert prepare_text(raw, boilerplate=model) == "Titre\nUn paragraphe."
+    assert prepare_text(raw, boilerplate=model, source="elsewhere.fr") == "Titre\nUn paragraphe."
+    assert prepare_text(raw, boilerplate=model, source="site") == "Titre\nUn paragraphe."
+    # a source the build saw, where that line never recurred: the line is the article's own, it stays
+    assert prepare_text(raw, boilerplate=model, source="quiet").endswith("Mastodon")
+    assert clean_body("Un paragraphe.\nSuivez-nous sur Mastodon", "quiet", model).endswith("Mastodon")
+
+
+def test_a_lead_that_opens_with_a_trailer_phrase_is_kept():
+    """Divergence 1 of the redesign: "Sur le même sujet, ..." as a sentence is the article, not a trailer heading."""
+    lead = "Sur le même sujet, les députés ont voté la loi jeudi soir."
+    text = model_text("Un titre", "Le texte de l'article.", lead=lead)
+    assert text == f"Un titre\n{lead}\nLe texte de l'article."
+    assert prepare_text(f"Un titre\n{lead}\nLe texte de l'article.") == text
+    # the heading alone still ends the article
+    assert clean_body("Le texte.\nSur le même sujet\nUn autre article") == "Le texte."
+    assert clean_body("Le texte.\nSur le même sujet :\nUn autre article") == "Le texte."
+
+
+def test_a_lead_of_several_lines_keeps_its_lines_in_build_and_serving():
+    """Divergence 2 of the redesign: the build flattened a multi-line lead, serving kept its lines."""
+    from training.data.readers import article_from_record
+
+    rec = {"id": "1", "title": "Un titre", "abstract": "Première ligne du chapeau.\nSeconde ligne du chapeau.",
+           "text": "Le corps de l'article."}
+    a = article_from_record(rec, source="site")
+    built = model_text(a.title, a.body, lead=a.abstract)
+    assert built == "Un titre\nPremière ligne du chapeau.\nSeconde ligne du chapeau.\nLe corps de l'article."
+    assert prepare_text(f"{rec['title']}\n{rec['abstract']}\n{rec['text']}") == built

@@ -2,7 +2,8 @@
 
 import pytest
 
-from training.config import ConfigError, load_config
+from training.config import load_config
+from training.errors import ConfigError
 
 from tests.conftest import REPO
 

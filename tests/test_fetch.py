@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data.article import InputError
+from training.errors import InputError
 from training.data.fetch import SHIFT, SHIFT_AFTER, clone_to_shards, fetch_orangesum, id_for_line
-from training.data.readers import _meta_content, read_paths
+from training.data.readers import orangesum_repo_records, read_paths
 
 from tests.conftest import REPO_SAMPLE
 
@@ -24,9 +24,7 @@ def upstream_copy(tmp_path: Path) -> Path:
     root = tmp_path / "upstream"
     shutil.copytree(REPO_SAMPLE, root)
     (root / "data" / "docs" / "splits").mkdir(exist_ok=True)
-    urls = {}
-    for raw in (root / "data" / "docs" / "raw").glob("*.txt"):
-        urls[int(raw.stem)] = _meta_content(raw.read_text(encoding="utf-8", errors="replace"), "og:url")
+    urls = {int(rec["id"]): rec["url"] for _, rec in orangesum_repo_records(root, lambda s: None)}
     n_lines = max(i if i <= SHIFT_AFTER else i - SHIFT for i in urls) + 1
     lines = [""] * n_lines
     for i, u in urls.items():

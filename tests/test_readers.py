@@ -71,3 +71,17 @@ def test_section_from_url():
     assert section_from_url("https://actu.orange.fr/monde/x.html") == "monde"
     assert section_from_url("https://auto.orange.fr/news/x.html") == "auto"
     assert section_from_url(None) is None
+
+
+def test_a_file_format_is_one_table_entry(tmp_path, monkeypatch):
+    from training.data import readers
+
+    def article_from_shouting(text, *, id, source, path=None):
+        return readers.article_from_text(text.upper(), id=id, source=source, path=path)
+
+    monkeypatch.setitem(readers.ARTICLE_FORMATS, ".loud", readers.ArticleFormat("loud", article_from_shouting, "loud"))
+    (tmp_path / "a.loud").write_text("titre\ncorps de l'article.")
+    (tmp_path / "b.loud").write_text("un titre seul\n")
+    arts, skips = read(tmp_path)
+    assert [(a.id, a.title, a.source) for a in arts] == [("a", "TITRE", "loud")]
+    assert [s.reason for s in skips] == ["no article body after the title"]

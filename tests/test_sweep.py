@@ -10,13 +10,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-import training.models.baseline_train as baseline_train
 from training import sweep as sweep_mod
 from training import tracking
 from training.cli import main
-from training.config import ConfigError, load_config
+from training.config import load_config
+from training.errors import ConfigError
+from training.models import families
 
 from tests.conftest import small_overrides
+from tests.fake_families import SCRIPTED
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/baseline.yaml"
@@ -26,6 +28,14 @@ METRIC = "validation_macro_f1_mean"
 def tiny_overrides(small_build) -> list[str]:
     """The session's small build (conftest.py): a 400-article slice of the corpus."""
     return small_overrides(small_build[2])
+
+
+@pytest.fixture
+def scripted(monkeypatch, tiny_overrides) -> list[str]:
+    """The baseline family with a hook before each trial's fit (tests/fake_families.py), registered in the family
+    table: the overrides that select it. Set the hook with `monkeypatch.setattr(SCRIPTED, "before_fit", f)`."""
+    monkeypatch.setitem(families.FAMILIES, "scripted", "tests.fake_families:SCRIPTED")
+    return [*tiny_overrides, "model.family=scripted"]
 
 
 @pytest.fixture
@@ -50,16 +60,13 @@ def _study(store: Path, name: str = "vigie-baseline"):
 
 
 @pytest.mark.slow
-def test_sweep_three_trials_nested_under_one_parent(store, tiny_overrides, monkeypatch):
-    real = baseline_train.fit_and_predict
+def test_sweep_three_trials_nested_under_one_parent(store, scripted, monkeypatch):
+    def reporting(ctx):  # what an epoch-wise trainer does: report, then go on
+        ctx.trial_callback(10, 0.25)  # (global step, validation macro-F1 mean), as the CamemBERT trainer reports
+        ctx.trial_callback(20, 0.5)
 
-    def reporting(*args, trial_callback=None, **kw):  # what an epoch-wise trainer does: report, then go on
-        trial_callback(10, 0.25)  # (global step, validation macro-F1 mean), as camembert_train reports
-        trial_callback(20, 0.5)
-        return real(*args, trial_callback=trial_callback, **kw)
-
-    monkeypatch.setattr(baseline_train, "fit_and_predict", reporting)
-    assert main(["sweep", CONFIG, *tiny_overrides, "--trials", "3"]) == 0
+    monkeypatch.setattr(SCRIPTED, "before_fit", reporting)
+    assert main(["sweep", CONFIG, *scripted, "--trials", "3"]) == 0
 
     client = tracking.setup()
     parents, trials = _split(_runs(client))
@@ -105,18 +112,16 @@ def test_sweep_three_trials_nested_under_one_parent(store, tiny_overrides, monke
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_the_same_study_and_parent(store, tiny_overrides, monkeypatch):
-    real = baseline_train.fit_and_predict
+def test_interrupted_sweep_resumes_the_same_study_and_parent(store, scripted, monkeypatch):
     calls = {"n": 0}
 
-    def interrupt_second(*args, **kw):
+    def interrupt_second(ctx):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # Ctrl-C in the middle of trial 1
-        return real(*args, **kw)
 
-    monkeypatch.setattr(baseline_train, "fit_and_predict", interrupt_second)
-    assert main(["sweep", CONFIG, *tiny_overrides, "--trials", "3"]) == 130
+    monkeypatch.setattr(SCRIPTED, "before_fit", interrupt_second)
+    assert main(["sweep", CONFIG, *scripted, "--trials", "3"]) == 130
 
     client = tracking.setup()
     parents, trials = _split(_runs(client))
@@ -133,20 +138,19 @@ def test_interrupted_sweep_resumes_the_same_study_and_parent(store, tiny_overrid
     prune = {"now": False}
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: prune["now"])
 
-    def fail_then_prune(*args, trial_callback=None, **kw):
+    def fail_then_prune(ctx):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("simulated trial failure")
         if calls["n"] == 2:
             prune["now"] = True
             try:
-                trial_callback(1, 0.01)
+                ctx.trial_callback(1, 0.01)
             finally:
                 prune["now"] = False
-        return real(*args, trial_callback=trial_callback, **kw)
 
-    monkeypatch.setattr(baseline_train, "fit_and_predict", fail_then_prune)
-    assert main(["sweep", CONFIG, *tiny_overrides, "--trials", "3"]) == 0
+    monkeypatch.setattr(SCRIPTED, "before_fit", fail_then_prune)
+    assert main(["sweep", CONFIG, *scripted, "--trials", "3"]) == 0
 
     parents, trials = _split(_runs(client))
     assert len(parents) == 1
@@ -166,7 +170,7 @@ def test_interrupted_sweep_resumes_the_same_study_and_parent(store, tiny_overrid
     assert parents[0].data.metrics["sweep_trials_complete"] == 3
 
     # a third call with the target reached runs nothing more
-    assert main(["sweep", CONFIG, *tiny_overrides, "--trials", "3"]) == 0
+    assert main(["sweep", CONFIG, *scripted, "--trials", "3"]) == 0
     assert len(_study(store).trials) == 6
     assert len(_split(_runs(client))[0]) == 1
 

@@ -51,7 +51,7 @@ def test_a_failing_training_ends_failed(small_build, mlflow_store, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("training.models.baseline_train.fit_task", boom)
+    monkeypatch.setattr("training.models.baseline.fit_task", boom)
     with pytest.raises(RuntimeError):
         train(load_config(REPO / "configs" / "baseline.yaml", small_overrides(tmp) + ["experiment=fail"]))
     runs = mlflow.search_runs(experiment_names=["fail"])

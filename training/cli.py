@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from training.data.article import InputError
+from training.errors import InputError
 
 DEFAULT_CORPUS = "data/raw/orangesum/shards"
 

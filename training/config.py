@@ -1,33 +1,22 @@
 """Typed, validated configuration: YAML files (with `defaults:` includes) plus `key.sub=value` overrides.
 
 Every error names the file and the key before any work starts. The resolved config (`Config.model_dump()`) is
-what gets logged with a run.
+what gets logged with a run. The `model:` section belongs to the family it names: it is validated by that
+family's config class, looked up in the family table (`models/families.py`), so this module names no family.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from training.data.article import InputError
-
-ORANGESUM_SECTIONS = [
-    "auto", "france", "monde", "politique", "societe/culture", "societe/environnement", "societe/fait-divers",
-    "societe/high-tech", "societe/insolite", "societe/media", "societe/people", "societe/sante",
-]
-TASKS = ("topic", "stance")
-
-
-class ConfigError(InputError):
-    pass
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+from training.data.schema import ORANGESUM_SECTIONS, Strict
+from training.errors import ConfigError
+from training.models import families
+from training.models.family import ModelConfig
 
 # --- data ------------------------------------------------------------------------------------------------
 
@@ -76,71 +65,6 @@ class DataConfig(Strict):
         if unknown:
             raise ValueError(f"topic_map names sections that are not in data.sections: {unknown}")
         return self
-
-
-# --- models ----------------------------------------------------------------------------------------------
-
-
-class BaselineTaskConfig(Strict):
-    enabled: bool = True
-    classifier: Literal["linear_svc", "logreg", "complement_nb"] = "linear_svc"
-    C: float = Field(0.5, gt=0)
-    alpha: float = Field(0.3, gt=0)  # ComplementNB smoothing
-    solver: Literal["lbfgs", "saga"] = "lbfgs"  # LogisticRegression: lbfgs is fast; saga converges slowly here
-    class_weight: Literal["balanced"] | None = "balanced"
-    max_iter: int = Field(5000, ge=10)
-    tol: float = Field(1e-4, gt=0)  # solver stopping tolerance (LinearSVC, LogisticRegression)
-    word_ngram_range: tuple[int, int] = (1, 2)
-    word_min_df: int = Field(2, ge=1)
-    word_max_df: float = Field(1.0, gt=0, le=1)
-    word_max_features: int | None = Field(None, ge=10)
-    sublinear_tf: bool = True
-    char_ngram_range: tuple[int, int] | None = None  # None: no character n-grams
-    char_scope: Literal["all", "head"] = "all"  # head: character n-grams of the title and lead only (fast)
-    char_min_df: int = Field(3, ge=1)
-    char_max_features: int | None = Field(300_000, ge=10)
-    title_weight: int = Field(1, ge=0, le=5)  # extra copies of the title in the text the features see
-    # > 0: that many folds of out-of-fold decision scores on the training rows fit one additive bias per class
-    # that maximises macro-F1 (the metric balanced class weights only approximate); 0: no bias
-    class_bias_folds: int = Field(0, ge=0, le=20)
-    # > 0: the publication month as features, at this weight (0: text only). The site's sections changed over
-    # time (no `france` before 2018-01, most societe/sante, high-tech, media articles from 2020-06)
-    date_weight: float = Field(0.0, ge=0, le=10)
-
-    @field_validator("word_ngram_range", "char_ngram_range")
-    @classmethod
-    def _ordered(cls, v):
-        if v is not None and not (1 <= v[0] <= v[1] <= 10):
-            raise ValueError("must be [low, high] with 1 <= low <= high <= 10")
-        return v
-
-    @field_validator("class_bias_folds")
-    @classmethod
-    def _folds(cls, v):
-        if v == 1:
-            raise ValueError("must be 0 (off) or at least 2 folds")
-        return v
-
-
-class BaselineModelConfig(Strict):
-    family: Literal["baseline"] = "baseline"
-    topic: BaselineTaskConfig = BaselineTaskConfig()
-    stance: BaselineTaskConfig = BaselineTaskConfig()
-
-
-class CamembertModelConfig(Strict):
-    family: Literal["camembert"]
-    pretrained: str = "almanach/camembert-base"  # hub name or local directory
-    max_length: int = Field(256, ge=8, le=512)
-    truncation: Literal["head", "head_tail"] = "head"
-    head_tokens: int = Field(128, ge=1)  # head_tail: tokens kept from the start, the rest from the end
-    dropout: float = Field(0.1, ge=0, lt=1)
-    task_weights: dict[Literal["topic", "stance"], float] = Field(default_factory=lambda: {"topic": 1.0, "stance": 1.0})
-    class_weight: Literal["balanced"] | None = "balanced"
-    inference: Literal["pytorch", "onnx_int8"] = "pytorch"
-
-
-ModelConfig = Annotated[Union[BaselineModelConfig, CamembertModelConfig], Field(discriminator="family")]
 
 
 class TrainConfig(Strict):
@@ -203,11 +127,24 @@ class Config(Strict):
     run_name: str | None = None
     description: str = ""
     data: DataConfig
-    model: ModelConfig = BaselineModelConfig()
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=lambda: families.config_class(families.DEFAULT)())
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     sweep: SweepConfig = SweepConfig()
     config_path: str | None = None  # set by load_config
+
+    @field_validator("model", mode="wrap")
+    @classmethod
+    def _family_config(cls, v, handler):
+        """The `model:` section, validated by the config class of the family it names (families.py)."""
+        if isinstance(v, ModelConfig):
+            return v
+        if not isinstance(v, dict):
+            raise ValueError("must be a mapping with a `family` key")
+        name = v.get("family", families.DEFAULT)
+        if name not in families.names():
+            raise ValueError(f"unknown model family {name!r}; known: {', '.join(families.names())}")
+        return families.config_class(name).model_validate(v)
 
 
 # --- loading ---------------------------------------------------------------------------------------------
@@ -261,8 +198,8 @@ def _model_for(model_cls: type[BaseModel] | None, key: str, current: Any) -> typ
     if model_cls is None:
         return None
     if model_cls is Config and key == "model":
-        family = (current or {}).get("family", "baseline") if isinstance(current, dict) else "baseline"
-        return CamembertModelConfig if family == "camembert" else BaselineModelConfig
+        name = (current or {}).get("family", families.DEFAULT) if isinstance(current, dict) else families.DEFAULT
+        return families.config_class(name) if name in families.names() else None
     field = model_cls.model_fields[key]
     ann = field.annotation
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
@@ -296,11 +233,9 @@ def apply_override(data: dict, override: str, source: str) -> None:
 def format_validation_error(e: ValidationError, source: str) -> str:
     lines = []
     for err in e.errors():
-        parts = [str(x) for x in err["loc"] if not str(x).startswith("function-after")]
-        if len(parts) > 1 and parts[0] == "model" and parts[1] in ("baseline", "camembert"):
-            del parts[1]  # the discriminated union's tag, not a key of the file
+        parts = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
         loc = ".".join(parts)
-        msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {loc or '(top level)'}: {msg}")
     return "\n".join(lines)
 

@@ -62,6 +62,12 @@ def evaluate_task(split: str, task: str, y: np.ndarray, proba: np.ndarray, label
     return metrics, report
 
 
+def selection_metric(metrics: dict[str, float], tasks: list[str]) -> float | None:
+    """The registry's selection metric: the mean of the tasks' validation macro-F1."""
+    vals = [metrics[f"validation_{t}_macro_f1"] for t in tasks if f"validation_{t}_macro_f1" in metrics]
+    return float(np.mean(vals)) if vals else None
+
+
 def worst_examples(ids: list[str], texts: list[str], y: np.ndarray, proba: np.ndarray, labels: list[str], k: int) -> pd.DataFrame:
     """Misclassified examples, most confidently wrong first."""
     pred = proba.argmax(axis=1)

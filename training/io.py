@@ -1,12 +1,52 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of one."""
+"""File I/O shared by every stage: JSON Lines read and written one way, and atomic writes (a reader sees the old
+file or the new one, never half of one)."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from training.errors import InputError
+
+
+def read_jsonl(path: Path, on_error: Callable[[int, str], None] | None = None,
+               decode: Callable[[bytes], str] = lambda b: b.decode("utf-8")) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line of a JSON Lines file (gzip when it ends in .gz).
+    A line that is not JSON (or not decodable) goes to `on_error(line, message)`, or without it raises an
+    InputError naming file:line. File-level errors (missing, unreadable, truncated gzip) propagate."""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(decode(raw))
+            except json.JSONDecodeError as e:
+                message = e.msg
+            except (ValueError, UnicodeDecodeError) as e:
+                message = str(e)
+            else:
+                yield lineno, value
+                continue
+            if on_error is None:
+                raise InputError(f"{path}:{lineno}: invalid JSON: {message}")
+            on_error(lineno, message)
+
+
+def jsonl_text(rows: Iterable[Any]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    """Rows as JSON Lines (UTF-8, one object a line), written atomically."""
+    atomic_write_text(Path(path), jsonl_text(rows))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -23,11 +63,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line durably (annotation decisions: losing one on a crash is worse than a slow write)."""
+def append_jsonl(path: Path, row: Any) -> None:
+    """Append one JSON Lines row durably (annotation decisions: losing one on a crash is worse than a slow write)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line.rstrip("\n") + "\n")
+        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 

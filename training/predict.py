@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ import pandas as pd
 
 from training.data.article import Skip
 from training.data.readers import read_paths
-from training.io import atomic_write_text
+from training.io import jsonl_text, write_jsonl
 from training.models.contract import iso_date
 from training.registry import load_model
 
@@ -24,7 +23,7 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     skips: list[Skip] = []
     articles = list(read_paths(paths, skips.append))
     model = load_model(model_uri)
-    lines: list[str] = []
+    rows: list[dict] = []
     dates = [iso_date(a.date) for a in articles]  # None where absent or unreadable: predicted as undated
     unreadable_dates = [a for a, d in zip(articles, dates) if a.date and d is None]
     bar = tqdm(total=len(articles), desc="predict", unit="article", file=sys.stderr, disable=len(articles) < batch_size)
@@ -37,16 +36,15 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
             rec = {"id": a.id, **{f: row.get(f) for f in OUTPUT_FIELDS}}
             if a.path:
                 rec["path"] = a.path
-            lines.append(json.dumps(rec, ensure_ascii=False))
+            rows.append(rec)
         bar.update(len(batch))
     bar.close()
-    text = "".join(line + "\n" for line in lines)
     if output:
-        atomic_write_text(Path(output), text)
+        write_jsonl(Path(output), rows)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(jsonl_text(rows))
     reasons = Counter(s.reason.split(":")[0] for s in skips)
-    summary = f"predicted {len(lines)} article(s)" + (f"; skipped {len(skips)}: " + ", ".join(f"{r} ({n})" for r, n in reasons.items()) if skips else "")
+    summary = f"predicted {len(rows)} article(s)" + (f"; skipped {len(skips)}: " + ", ".join(f"{r} ({n})" for r, n in reasons.items()) if skips else "")
     print(summary, file=sys.stderr)
     if unreadable_dates:
         print(f"  {len(unreadable_dates)} article(s) with a date that is not YYYY-MM-DD, predicted as undated "

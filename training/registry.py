@@ -14,7 +14,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from training import tracking
-from training.data.article import InputError
+from training.errors import InputError
 
 ALIAS = "champion"
 FINGERPRINT_TAG = "vigie.dataset_fingerprint"

@@ -28,7 +28,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from training import tracking
-from training.config import Config, ConfigError, SweepParam, apply_override, flatten, format_validation_error
+from training.config import Config, SweepParam, apply_override, flatten, format_validation_error
+from training.errors import ConfigError
 
 MAX_FAILURES_IN_A_ROW = 3
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -202,14 +203,15 @@ def sweep(cfg: Config, trials: int, study_name: str | None = None) -> dict:
     """Run trials until the study holds `trials` complete ones. Returns {study, parent_run_id, best, counts}."""
     import optuna
 
-    from training.train import load_dataset, train
+    from training.data.dataset import load_built
+    from training.train import train
 
     if trials < 1:
         raise ConfigError("--trials must be at least 1")
     check_space(cfg)
     tracking.check_reachable()
     name = study_name or default_study_name(cfg)
-    _, stats, _ = load_dataset(cfg)  # built once here, not inside the first trial
+    _, stats, _ = load_built(cfg.data)  # built once here, not inside the first trial
     fingerprint = stats["fingerprint"]
 
     probe = _create_study(cfg, name, cfg.sweep.sampler_seed)

@@ -91,7 +91,7 @@ def check_reachable(timeout_s: float = 5.0) -> None:
         return
     import urllib.request
 
-    from training.data.article import InputError
+    from training.errors import InputError
 
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).read()
@@ -214,15 +214,26 @@ def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
 
-def log_pyfunc_model(model_dir: Path, signature, input_example, pip_requirements: list[str], code_paths: list[str]):
-    from training.models.pyfunc import VigieModel
+def signature(inputs: list[tuple[str, str, bool]], outputs: list[tuple[str, str]]):
+    """A model signature from (name, type, required) input columns and (name, type) output columns (all
+    optional: a model without a head returns nulls there)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
 
+    return ModelSignature(inputs=Schema([ColSpec(t, name, required=req) for name, t, req in inputs]),
+                          outputs=Schema([ColSpec(t, name, required=False) for name, t in outputs]))
+
+
+def log_pyfunc_model(python_model, model_dir: Path, inputs: list[tuple[str, str, bool]], outputs: list[tuple[str, str]],
+                     input_example, pip_requirements: list[str], code_paths: list[str]):
+    """The run's model: `python_model` (a pyfunc PythonModel) with `model_dir` as its one artifact folder, and the
+    signature of its input and output columns (the scoring server answers a request that does not fit with a 400)."""
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=VigieModel(),
+        python_model=python_model,
         artifacts={"model_dir": str(model_dir)},
         code_paths=code_paths,
-        signature=signature,
+        signature=signature(inputs, outputs),
         input_example=input_example,
         pip_requirements=pip_requirements,
     )

@@ -1,8 +1,9 @@
-"""`vigie train`: dataset -> fitted models -> evaluation -> one MLflow run with everything a reviewer needs.
+"""`vigie train`: dataset -> fitted model -> evaluation -> one MLflow run with everything a reviewer needs.
 
-The model family named in the config decides how models are fitted (`models/baseline.py`,
-`models/camembert.py`); everything else — dataset loading, evaluation, what is logged and how — is shared,
-so runs of every family line up in the MLflow UI and compete under the same registry gate.
+The config's `model.family` names a family in the table of `models/families.py`; this module only talks to it
+through the `Family` protocol (`models/family.py`): check, fit, and the scorer fit returns. Everything else —
+loading the dataset, scoring the evaluation splits with that scorer, metrics and figures, what is logged and how —
+is shared, so runs of every family line up in the MLflow UI and compete under the same registry gate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,113 +19,86 @@ import yaml
 
 from training import tracking
 from training.config import Config, flatten
-from training.evaluate import evaluate_task, plot_calibration, plot_confusion, worst_examples, write_report
-from training.models.contract import INPUT_EXAMPLE, signature
+from training.data.dataset import TaskData, label_names, load_built, read_boilerplate, task_data
+from training.evaluate import (
+    evaluate_task,
+    plot_calibration,
+    plot_confusion,
+    selection_metric,
+    worst_examples,
+    write_report,
+)
+from training.models import families
+from training.models.contract import INPUT_COLUMNS, INPUT_EXAMPLE, output_columns
+from training.models.family import FitContext, Scorer
+from training.models.pyfunc import VigieModel
 
-TASKS = ("topic", "stance")
+SPLIT_CONTEXT = {"train": "training", "validation": "validation", "test": "testing"}  # mlflow.data input contexts
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# --- dataset -----------------------------------------------------------------------------------------------
-
-
-def load_dataset(cfg: Config):
-    """The built DatasetDict for cfg.data, built now if missing or built from another data config."""
-    from datasets import load_from_disk
-
-    from training.data.build import build_dataset
-
-    path = Path(cfg.data.output_dir) / cfg.data.name
-    stored = path / "config.json"
-    current = cfg.data.model_dump()
-    if not stored.exists() or json.loads(stored.read_text()) != json.loads(json.dumps(current)):
-        _say(f"building dataset {path} (missing or built from another data config) ...")
-        build_dataset(cfg.data, progress=True)
-    dsd = load_from_disk(str(path))
-    stats = json.loads((path / "stats.json").read_text())
-    return dsd, stats, path
-
-
-@dataclass
-class TaskData:
-    ids: list[str]
-    texts: list[str]
-    y: np.ndarray
-    dates: list[str | None]
-
-
-def task_data(split, task: str, max_rows: int | None = None) -> TaskData:
-    y = np.asarray(split[task])
-    keep = np.flatnonzero(y >= 0)
-    if max_rows is not None and len(keep) > max_rows:
-        keep = keep[:max_rows]
-    sub = split.select(keep)
-    return TaskData(list(sub["id"]), list(sub["text"]), y[keep], [d or None for d in sub["date"]])
-
-
-def label_names(dsd, task: str) -> list[str]:
-    return list(dsd["train"].features[task].names)
-
-
-# --- run ---------------------------------------------------------------------------------------------------
-
-
 def run_name(cfg: Config, stats: dict) -> str:
     if cfg.run_name:
         return cfg.run_name
-    m = cfg.model
-    if m.family == "baseline":
-        kinds = "+".join(sorted({getattr(m, t).classifier for t in TASKS if getattr(m, t).enabled}))
-        desc = f"baseline-{kinds}"
-    else:
-        desc = f"camembert-{Path(m.pretrained).name}"
+    desc = families.get(cfg.model.family).describe(cfg.model)
     return f"{desc}-{cfg.data.name}-{stats['fingerprint'][:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def evaluate_and_log(task: str, labels: list[str], splits: dict[str, TaskData], proba: dict[str, np.ndarray], out: Path, cfg: Config) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for split, data in splits.items():
-        if split not in proba or len(data.y) == 0:
+def score_splits(scorer: Scorer, dsd, tasks: list[str], splits: list[str], max_rows: int | None
+                 ) -> dict[str, dict[str, tuple[TaskData, np.ndarray]]]:
+    """task -> split -> (its labelled rows, the scorer's probabilities on them). Each split is scored once, on
+    the union of the tasks' rows."""
+    out: dict[str, dict] = {t: {} for t in tasks}
+    for split in splits:
+        per_task = {t: task_data(dsd[split], t, max_rows) for t in tasks}
+        union = {}
+        for d in per_task.values():
+            union.update({i: (tx, dt) for i, tx, dt in zip(d.ids, d.texts, d.dates)})
+        if not union:
             continue
-        m, report = evaluate_task(split, task, data.y, proba[split], labels, cfg.evaluate.calibration_bins)
+        pos = {i: k for k, i in enumerate(union)}
+        got = scorer.predict_proba([tx for tx, _ in union.values()], [dt for _, dt in union.values()])
+        for t, d in per_task.items():
+            if len(d.y):
+                out[t][split] = (d, got[t][1][[pos[i] for i in d.ids]])
+    return out
+
+
+def evaluate_and_log(task: str, labels: list[str], scored: dict[str, tuple[TaskData, np.ndarray]], out: Path,
+                     cfg: Config) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for split, (data, proba) in scored.items():
+        m, report = evaluate_task(split, task, data.y, proba, labels, cfg.evaluate.calibration_bins)
         metrics.update(m)
         write_report(report, out / "reports" / f"metrics_{split}_{task}.json")
         plot_confusion(report, out / "figures" / f"confusion_{split}_{task}.png")
         plot_calibration(report, out / "figures" / f"calibration_{split}_{task}.png")
-        worst_examples(data.ids, data.texts, data.y, proba[split], labels, cfg.evaluate.worst_examples).to_csv(
+        worst_examples(data.ids, data.texts, data.y, proba, labels, cfg.evaluate.worst_examples).to_csv(
             out / "reports" / f"worst_{split}_{task}.csv", index=False)
     return metrics
 
 
-def selection_metric(metrics: dict[str, float], tasks: list[str]) -> float | None:
-    vals = [metrics[f"validation_{t}_macro_f1"] for t in tasks if f"validation_{t}_macro_f1" in metrics]
-    return float(np.mean(vals)) if vals else None
-
-
 def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
     """Train, evaluate and log one run. Returns {run_id, metrics}."""
+    family = families.get(cfg.model.family)
     tracking.check_reachable()
-    if cfg.model.family == "camembert":  # unreachable weights fail here, before any data or run is made
-        from training.models.camembert import resolve_pretrained
-
-        resolve_pretrained(cfg.model.pretrained)
-    dsd, stats, data_path = load_dataset(cfg)
-    labels = {t: label_names(dsd, t) for t in TASKS}
-    family = cfg.model.family
-    tasks = [t for t in TASKS if family != "baseline" or getattr(cfg.model, t).enabled]
+    family.check(cfg.model)  # e.g. unreachable weights fail here, before any data or run is made
+    dsd, stats, data_path = load_built(cfg.data)
+    labels = label_names(dsd)
     tags = {
-        "vigie.family": family,
-        "vigie.tasks": ",".join(tasks),
+        "vigie.family": family.name,
+        "vigie.tasks": ",".join(family.tasks(cfg.model)),
         "vigie.dataset": cfg.data.name,
         "vigie.dataset_fingerprint": stats["fingerprint"],
         "vigie.config_path": cfg.config_path or "",
         "vigie.git_commit": tracking.git_commit(),
     }
     name = run_name(cfg, stats)
-    with tracking.run(cfg.experiment, name, tags, description=cfg.description or f"{family} on {cfg.data.name}", nested=nested) as active, \
+    description = cfg.description or f"{family.name} on {cfg.data.name}"
+    with tracking.run(cfg.experiment, name, tags, description=description, nested=nested) as active, \
             tempfile.TemporaryDirectory(prefix="vigie-run-") as tmp:
         run_id = active.info.run_id
         _say(f"run {run_id} ({name}) in experiment '{cfg.experiment}', store {tracking.tracking_uri()}")
@@ -135,36 +108,38 @@ def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
         resolved = cfg.model_dump(mode="json")
         (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
         tracking.log_params(flatten(resolved))
-        for split in ("train", "validation", "test"):
+        for split, context in SPLIT_CONTEXT.items():
             df = dsd[split].select_columns(["id", "topic", "stance"]).to_pandas()
-            tracking.log_dataset_split(df, f"{cfg.data.name}-{split}", str(data_path.resolve() / split), "topic",
-                                       "training" if split == "train" else ("validation" if split == "validation" else "testing"))
+            tracking.log_dataset_split(df, f"{cfg.data.name}-{split}", str(data_path.resolve() / split), "topic", context)
 
-        if family == "baseline":
-            from training.models.baseline_train import fit_and_predict
-        else:
-            from training.models.camembert_train import fit_and_predict
-        result = fit_and_predict(cfg, dsd, labels, tasks, out / "model", data_path, trial_callback=trial_callback)
+        ctx = FitContext(cfg=cfg, dsd=dsd, labels=labels, tasks=family.tasks(cfg.model), model_dir=out / "model",
+                         data_path=data_path, boilerplate=read_boilerplate(data_path),
+                         log_metrics=tracking.log_metrics, trial_callback=trial_callback)
+        result = family.fit(ctx)
 
+        t0 = time.time()
+        eval_splits = list(dict.fromkeys(["validation", *cfg.evaluate.splits]))
+        scored = score_splits(result.scorer, dsd, result.tasks, eval_splits, cfg.train.max_eval_rows) if result.tasks else {}
         metrics: dict[str, float] = {}
-        eval_splits = ["validation", *(s for s in cfg.evaluate.splits if s != "validation")]
         for task in result.tasks:
-            splits = {s: task_data(dsd[s], task, cfg.train.max_eval_rows) for s in eval_splits}
-            metrics.update(evaluate_and_log(task, labels[task], splits, result.proba[task], out, cfg))
-            if result.top_features.get(task) is not None:
-                result.top_features[task].to_csv(out / "reports" / f"top_features_{task}.csv", index=False)
+            metrics.update(evaluate_and_log(task, labels[task], scored[task], out, cfg))
         mean = selection_metric(metrics, result.tasks)
         if mean is not None:
             metrics["validation_macro_f1_mean"] = mean
+        metrics["predict_seconds"] = time.time() - t0
         metrics.update(result.extra_metrics)
-        tracking.log_metrics(metrics)
+        # one step after the family's last curve point: MLflow's latest value of a metric is the one at the
+        # highest step, so the run's headline (and the registry gate that reads it) is the evaluated model's
+        tracking.log_metrics(metrics, step=result.last_step + 1 if result.last_step else None)
+        for report, table in result.reports.items():
+            table.to_csv(out / "reports" / f"{report}.csv", index=False)
         (out / "reports" / "dataset_stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False))
         tracking.log_artifact(out / "config.yaml")
         tracking.log_artifacts(out / "reports", "reports")
         tracking.log_artifacts(out / "figures", "figures")
         _say("logging the model ...")
-        info = tracking.log_pyfunc_model(out / "model", signature(labels), INPUT_EXAMPLE, result.pip_requirements,
-                                         code_paths=[str(Path(__file__).resolve().parent)])
+        info = tracking.log_pyfunc_model(VigieModel(), out / "model", INPUT_COLUMNS, output_columns(labels), INPUT_EXAMPLE,
+                                         result.pip_requirements, code_paths=[str(Path(__file__).resolve().parent)])
         tracking.set_tags({"vigie.model_id": info.model_id, "vigie.model_uri": info.model_uri})
         _say(f"run {run_id} finished")
         headline = {k: round(v, 4) for k, v in sorted(metrics.items())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from training.data.article import Article, InputError
+from training.data.article import Article
+from training.data.schema import STANCES
+from training.errors import InputError
 from training.registry import load_model
 
 BATCH = 512
@@ -12,7 +14,7 @@ BATCH = 512
 
 def score_with_model(model_uri: str, articles: list[Article]) -> dict[str, list[float]]:
     model = load_model(model_uri)
-    cols = ["stance_proba_anti_occident", "stance_proba_neutre", "stance_proba_pro_occident"]
+    cols = [f"stance_proba_{s}" for s in STANCES]  # the order build_pool's [p_anti, p_neutre, p_pro] expects
     out: dict[str, list[float]] = {}
     for k in range(0, len(articles), BATCH):
         batch = articles[k : k + BATCH]

@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from training.annotate.agreement import votes_by_id
-from training.annotate.schema import StanceAnnotation, Vote, read_annotations, write_jsonl_atomic
+from training.data.schema import StanceAnnotation, Vote, read_stance_annotations
+from training.io import write_jsonl
 
 
 def adjudicate(votes: dict[str, list[StanceAnnotation]], decisions: dict[str, StanceAnnotation]) -> tuple[list[StanceAnnotation], list[str]]:
@@ -39,9 +40,9 @@ def adjudicate(votes: dict[str, list[StanceAnnotation]], decisions: dict[str, St
 
 def adjudicate_files(files: list[Path], out: Path, decisions: Path | None = None) -> str:
     votes = votes_by_id(files)
-    dec = {d.id: d for d in read_annotations(decisions)} if decisions else {}
+    dec = {d.id: d for d in read_stance_annotations(decisions)} if decisions else {}
     final, unresolved = adjudicate(votes, dec)
-    write_jsonl_atomic(out, [f.model_dump(exclude_none=True) for f in final])
+    write_jsonl(out, [f.model_dump(exclude_none=True) for f in final])
     counts = Counter(f.stance for f in final)
     disagreements = sum(1 for v in votes.values() if len({x.stance for x in v}) > 1)
     msg = (f"{len(final)} final labels written to {out} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "

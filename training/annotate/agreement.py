@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-from training.annotate.schema import STANCES, StanceAnnotation, read_annotations
+from training.data.schema import STANCES, StanceAnnotation, read_stance_annotations
 
 
 def votes_by_id(files: list[Path]) -> dict[str, list[StanceAnnotation]]:
     """Every annotator's vote per article id (one per annotator: a later line of the same annotator wins)."""
     by_id: dict[str, dict[str, StanceAnnotation]] = defaultdict(dict)
     for f in files:
-        for a in read_annotations(f):
+        for a in read_stance_annotations(f):
             if a.votes:  # an adjudicated file: expand its kept votes
                 for v in a.votes:
                     by_id[a.id][v.annotator] = StanceAnnotation(id=a.id, stance=v.stance, confidence=v.confidence,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from training.data.article import Article, InputError
+from training.data.article import Article
 from training.data.readers import article_from_record, read_paths
+from training.errors import InputError
+from training.io import read_jsonl
 
 
 def load_articles(paths: Iterable[Path | str], ids: set[str] | None = None) -> dict[str, Article]:
@@ -20,12 +20,9 @@ def load_articles(paths: Iterable[Path | str], ids: set[str] | None = None) -> d
         files = sorted(p.glob("*.jsonl*")) if p.is_dir() else [p]
         if ids is not None and files and all(".jsonl" in f.name for f in files):
             for f in files:
-                opener = gzip.open if f.name.endswith(".gz") else open
-                with opener(f, "rt", encoding="utf-8") as fh:
-                    for line in fh:
-                        rec = json.loads(line)
-                        if str(rec.get("id")) in ids:
-                            out[str(rec["id"])] = article_from_record(rec, source="orangesum", path=str(f))
+                for _, rec in read_jsonl(f):
+                    if str(rec.get("id")) in ids:
+                        out[str(rec["id"])] = article_from_record(rec, source="orangesum", path=str(f))
             continue
         for a in read_paths([p], lambda s: None):
             if ids is None or a.id in ids:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from training.annotate.corpus import load_articles
 from training.annotate.pool import read_pool
-from training.annotate.schema import GUIDELINES_VERSION, StanceAnnotation, write_jsonl_atomic
-from training.data.article import InputError
-from training.io import atomic_write_text
+from training.data.schema import GUIDELINES_VERSION, StanceAnnotation
+from training.errors import InputError
+from training.io import atomic_write_text, write_jsonl
 
 LABEL_CONFIG = """<View>
   <Header value="$title"/>
@@ -84,5 +84,5 @@ def import_results(export: Path, out: Path, pool: Path | None = None) -> int:
             except Exception as e:  # pydantic ValidationError or a bad confidence
                 raise InputError(f"{export}: task {t_i} (article {article_id}): invalid annotation: {e}") from None
             lines.append(rec.model_dump(exclude_none=True))
-    write_jsonl_atomic(out, lines)
+    write_jsonl(out, lines)
     return len(lines)

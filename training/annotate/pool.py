@@ -10,16 +10,16 @@ Only the `train` and `unsplit` splits may be sampled: the reserved evaluation sp
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
 
 from training.annotate.prefilter import PREFILTER_VERSION, prefilter
-from training.annotate.schema import RESERVED_SPLITS
-from training.data.article import Article, InputError
+from training.data.article import Article
 from training.data.cleaning import normalize_many
-from training.io import atomic_write_text
+from training.data.schema import RESERVED_SPLITS
+from training.errors import InputError
+from training.io import read_jsonl, write_jsonl
 
 ALLOWED_SPLITS = ("train", "unsplit")
 
@@ -80,28 +80,33 @@ def build_pool(
                      "split": section_of[id_][1], "seed": seed})
         taken.add(id_)
     if model_scores and model_size:
-        def priority(probs: list[float]) -> float:
-            anti, neutral, pro = probs
-            return max(anti, pro) + (1.0 - abs(max(anti, pro) - neutral))  # likely stance, or most uncertain
-        ranked = sorted((i for i in model_scores if i in section_of and i not in taken),
-                        key=lambda i: (-priority(model_scores[i]), i))
-        for rank, id_ in enumerate(ranked[:model_size]):
-            rows.append({"id": id_, "stratum": "model", "rank": rank, "score": round(priority(model_scores[id_]), 4),
-                         "section": section_of[id_][0], "split": section_of[id_][1]})
+        rows += _model_stratum(model_scores, section_of, taken, model_size)
     return rows
 
 
+def priority(probs: list[float]) -> float:
+    """How much a model-ranked article is worth reading: a likely stance, or the most uncertain."""
+    anti, neutral, pro = probs
+    return max(anti, pro) + (1.0 - abs(max(anti, pro) - neutral))
+
+
+def _model_stratum(model_scores: dict[str, list[float]], section_of: dict[str, tuple], taken: set[str], size: int,
+                   stratum: str = "model") -> list[dict]:
+    ranked = sorted((i for i in model_scores if i in section_of and i not in taken),
+                    key=lambda i: (-priority(model_scores[i]), i))
+    return [{"id": id_, "stratum": stratum, "rank": rank, "score": round(priority(model_scores[id_]), 4),
+             "section": section_of[id_][0], "split": section_of[id_][1]} for rank, id_ in enumerate(ranked[:size])]
+
+
 def write_pool(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(path, rows)
 
 
 def read_pool(path: Path) -> list[dict]:
     try:
-        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [r for _, r in read_jsonl(Path(path))]  # an invalid line: InputError naming file:line
     except FileNotFoundError:
         raise InputError(f"{path}: no such pool file (create it with `vigie annotate sample`)") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: invalid pool file: {e}") from None
     for i, r in enumerate(rows, start=1):
         if r.get("split") in RESERVED_SPLITS:
             raise InputError(f"{path}:{i}: article {r.get('id')} is from the reserved split {r['split']}")

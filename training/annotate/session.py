@@ -6,7 +6,6 @@ crash and a session can stop and resume anywhere. The annotator sees no one else
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -15,8 +14,8 @@ from rich.prompt import IntPrompt, Prompt
 
 from training.annotate.corpus import load_articles
 from training.annotate.pool import read_pool
-from training.annotate.schema import StanceAnnotation, evidence_problems, read_annotations
-from training.io import append_line
+from training.data.schema import StanceAnnotation, evidence_problems, read_stance_annotations
+from training.io import append_jsonl
 
 KEYS = {"a": "anti_occident", "n": "neutre", "p": "pro_occident"}
 
@@ -25,7 +24,7 @@ def run_session(pool_path: Path, labels: Path | None, annotator: str, corpus: li
                 console: Console | None = None) -> int:
     console = console or Console()
     labels = labels or Path("data/annotations/stance/votes") / f"{annotator}.jsonl"
-    done = {a.id for a in read_annotations(labels) if a.annotator == annotator} if labels.exists() else set()
+    done = {a.id for a in read_stance_annotations(labels) if a.annotator == annotator} if labels.exists() else set()
     todo = [r for r in read_pool(pool_path) if r["id"] not in done]
     if not todo:
         console.print(f"[green]nothing left to read in {pool_path} for {annotator}[/green]")
@@ -62,7 +61,7 @@ def run_session(pool_path: Path, labels: Path | None, annotator: str, corpus: li
         why = Prompt.ask("why (one short sentence)", default="", console=console)
         ann = StanceAnnotation(id=art.id, stance=stance, confidence=confidence, evidence=evidence, why=why,
                                annotator=annotator, stratum=row["stratum"])
-        append_line(labels, json.dumps(ann.model_dump(exclude_none=True), ensure_ascii=False))
+        append_jsonl(labels, ann.model_dump(exclude_none=True))
         recorded += 1
     console.print(f"recorded {recorded} decision(s) in {labels}")
     return 0

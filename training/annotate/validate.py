@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from training.annotate.corpus import load_articles
-from training.annotate.schema import RESERVED_SPLITS, evidence_problems, read_annotations
+from training.data.schema import RESERVED_SPLITS, evidence_problems, read_stance_annotations
 
 
 def validate_files(files: list[Path], corpus: list[Path]) -> tuple[list[str], Counter]:
@@ -15,7 +15,7 @@ def validate_files(files: list[Path], corpus: list[Path]) -> tuple[list[str], Co
     counts: Counter = Counter()
     anns = []
     for f in files:
-        file_anns = read_annotations(f)  # raises InputError on schema errors, naming file and line
+        file_anns = read_stance_annotations(f)  # raises InputError on schema errors, naming file and line
         seen: set[tuple[str, str]] = set()
         for a in file_anns:
             key = (a.id, a.annotator)

@@ -5,10 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-class InputError(Exception):
-    """A bad input the user can fix: the message names the file (and line or key)."""
-
-
 @dataclass(frozen=True)
 class Article:
     id: str

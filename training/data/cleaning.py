@@ -39,10 +39,12 @@ _FURNITURE = re.compile(
     )$""",
     re.IGNORECASE | re.VERBOSE,
 )
-# Headings after which the rest of a scraped page is navigation, comments or teasers, never the article.
+# Headings after which the rest of a scraped page is navigation, comments or teasers, never the article. Only a
+# whole line that is such a heading counts: "Sur le même sujet, les députés ont voté..." is a sentence of the article.
 _TRAILER = re.compile(
     r"^(?:articles?\ li[ée]s|derniers\ articles|leave\ a\ reply|laisser\ un\ commentaire|"
-    r"[àa]\ lire\ [ée]galement|sur\ le\ m[êe]me\ sujet|commentaires?\s*\(\d*\)|related\ (?:posts|articles))\b",
+    r"[àa]\ lire\ [ée]galement|sur\ le\ m[êe]me\ sujet|commentaires?\s*\(\d*\)|related\ (?:posts|articles))"
+    r"\s*[:.]?$",
     re.IGNORECASE | re.VERBOSE,
 )
 
@@ -88,6 +90,7 @@ class BoilerplateModel:
     min_docs: int = 5
     min_fraction: float = 0.02
     lines: dict[str, set[str]] = field(default_factory=dict)  # source -> {line_key}
+    sources: set[str] = field(default_factory=set)  # every source the model was fitted on, with or without lines
 
     def fit(self, docs: Iterable[tuple[str, str]]) -> BoilerplateModel:
         """docs: (source, raw body) pairs. A line is boilerplate for a source when it recurs in many of its
@@ -99,6 +102,7 @@ class BoilerplateModel:
             keys = {line_key(ln) for ln in normalize_chars(body).split("\n") if ln.strip()}
             counts.setdefault(source, Counter()).update(keys)
         self.lines = {}
+        self.sources = set(totals)
         for source, counter in counts.items():
             threshold = max(self.min_docs, self.min_fraction * totals[source])
             recurring = {k for k, c in counter.items() if c >= threshold}
@@ -106,26 +110,33 @@ class BoilerplateModel:
                 self.lines[source] = recurring
         return self
 
+    def keys_for(self, source: str | None) -> set[str]:
+        """The lines learned for `source` when the model was fitted on that source; for an unknown source (None, or
+        a site the build never saw), the lines learned for any source: such an article may come from any of them."""
+        if source in self.sources:
+            return self.lines.get(source, set())
+        return set().union(*self.lines.values())
+
     def is_boilerplate(self, source: str | None, line: str) -> bool:
-        """A learned line of `source`; with source None (a served article of unknown origin), of any source."""
-        sets = self.lines.values() if source is None else [self.lines.get(source, set())]
-        key = line_key(line)
-        return any(key in keys for keys in sets)
+        return line_key(line) in self.keys_for(source)
 
     def to_json(self) -> dict:
         return {
             "min_docs": self.min_docs,
             "min_fraction": self.min_fraction,
             "lines": {s: sorted(v) for s, v in sorted(self.lines.items())},
+            "sources": sorted(self.sources),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> BoilerplateModel:
-        return cls(d["min_docs"], d["min_fraction"], {s: set(v) for s, v in d["lines"].items()})
+        lines = {s: set(v) for s, v in d["lines"].items()}
+        return cls(d["min_docs"], d["min_fraction"], lines, set(d.get("sources", lines)))
 
 
 def clean_body(text: str, source: str | None = None, boilerplate: BoilerplateModel | None = None) -> str:
     """Clean an article body: furniture and recurring lines out, glued sentences repaired, paragraphs kept."""
+    learned = boilerplate.keys_for(source) if boilerplate else set()
     paragraphs = []
     for raw in normalize_chars(text).split("\n"):
         line = _MULTISPACE.sub(" ", raw).strip()
@@ -136,7 +147,7 @@ def clean_body(text: str, source: str | None = None, boilerplate: BoilerplateMod
         if _FURNITURE.match(line):
             continue
         line = repair_glued_sentences(line)  # recurring lines were learned on repaired bodies
-        if boilerplate and boilerplate.is_boilerplate(source, line):
+        if learned and line_key(line) in learned:
             continue
         paragraphs.append(line)
     return "\n".join(paragraphs)
@@ -144,6 +155,25 @@ def clean_body(text: str, source: str | None = None, boilerplate: BoilerplateMod
 
 def clean_title(text: str) -> str:
     return " ".join(repair_glued_sentences(normalize_chars(text)).split())
+
+
+def split_title(text: str) -> tuple[str, str]:
+    """A raw article as one text -> (its first non-empty line, the rest): the title-on-line-one convention of
+    `.txt` files and of the served `text` column."""
+    lines = normalize_chars(text).split("\n")
+    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+    if first is None:
+        return "", ""
+    return lines[first], "\n".join(lines[first + 1 :])
+
+
+def model_text(title: str, body: str, lead: str = "", source: str | None = None,
+               boilerplate: BoilerplateModel | None = None) -> str:
+    """The text a model reads, from an article's parts: the cleaned title on the first line, then the lead and
+    the body cleaned line by line as one (furniture, trailers and `source`'s learned boilerplate out). The data
+    build and the served model both call this, so training and serving read the same text. Idempotent."""
+    body = clean_body("\n".join(p for p in (lead, body) if p), source, boilerplate)
+    return "\n".join(p for p in (clean_title(title), body) if p)
 
 
 def normalize_many(texts: list[str]) -> list[str]:

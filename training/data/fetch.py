@@ -9,7 +9,9 @@ Three ways in:
   then converted to shards.
 Sections come from each page's url: the url list's line i belongs to `parsed/<i>.json` for i <= 31,134 and to
 `parsed/<i + 236>.json` after (a second scraping round shifted the numbering); for a clone without the url
-list, from the `og:url` meta tag of `raw/<id>.txt`.
+list, from the `og:url` meta tag of `raw/<id>.txt`. The clone itself is read by
+`training.data.readers.orangesum_repo_records`, the same reader that reads a checkout given as a data source;
+this module only adds the url list and writes the records as shards.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training.data.article import InputError
-from training.data.readers import _meta_content, section_from_url
+from training.data.article import Skip
+from training.data.readers import ORANGESUM_SPLIT_FILES, orangesum_repo_records, section_from_url
+from training.errors import InputError
 from training.io import atomic_directory
 
 UPSTREAM = "https://raw.githubusercontent.com/Tixierae/OrangeSum/main/"
 URL_LIST = "data/links/urls_final.txt"
-SPLIT_FILES = {s: f"splits_title_as_summary/{s}.txt" for s in ("train", "valid", "test")}
 SHIFT_AFTER, SHIFT = 31134, 236
 SHARD_SIZE = 4000
 
@@ -67,7 +69,7 @@ def download_upstream(base_url: str, clone: Path, progress: bool = True, workers
             "holding shards/*.jsonl.gz such as ../shared/data/orangesum)") from None
     (clone / URL_LIST).parent.mkdir(parents=True, exist_ok=True)
     (clone / URL_LIST).write_text("\n".join(urls) + "\n")
-    for rel in (*SPLIT_FILES.values(), "list_of_duplicates.txt"):
+    for rel in (*ORANGESUM_SPLIT_FILES.values(), "list_of_duplicates.txt"):
         try:
             data = _get(base_url + rel)
         except urllib.error.HTTPError:
@@ -100,45 +102,36 @@ def download_upstream(base_url: str, clone: Path, progress: bool = True, workers
     return clone
 
 
-def _sections_from_url_list(clone: Path) -> dict[str, str]:
+def _urls_from_url_list(clone: Path) -> dict[str, str]:
+    """id -> url, from the url list when the clone has it (a downloaded clone does; a git clone may not)."""
     f = clone / URL_LIST
     if not f.exists():
         return {}
     return {str(id_for_line(i)): u.strip() for i, u in enumerate(f.read_text().splitlines()) if u.strip()}
 
 
+def _shard_record(rec: dict) -> dict:
+    """A record in the shards' format: an integer id where the file name is one, the section as `label`."""
+    id_ = rec["id"]
+    return {
+        "id": int(id_) if id_.isdigit() else id_, "label": section_from_url(rec["url"]), "url": rec["url"],
+        "date": rec["date"], "split": rec["split"] or "unsplit",
+        "title": rec["title"], "abstract": rec["abstract"], "text": rec["text"],
+    }
+
+
 def clone_to_shards(clone: Path, shards: Path) -> int:
-    """Convert an upstream clone into gzip JSONL shards in the format of ../shared/data/orangesum/shards."""
-    parsed = clone / "data" / "docs" / "parsed"
-    if not parsed.is_dir():
-        raise InputError(f"{clone}: not an OrangeSum clone (no data/docs/parsed/)")
-    urls = _sections_from_url_list(clone)
-    split_of: dict[str, str] = {}
-    for split, rel in SPLIT_FILES.items():
-        for base in (clone, clone / "data"):
-            if (base / rel).exists():
-                split_of.update({x.removesuffix(".json"): split for x in (base / rel).read_text().split()})
-    files = sorted(parsed.glob("*.json"), key=lambda p: (len(p.stem), p.stem))
-    records = []
-    for p in files:
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            continue
-        url = urls.get(p.stem)
-        raw = clone / "data" / "docs" / "raw" / f"{p.stem}.txt"
-        if url is None and raw.exists():
-            url = _meta_content(raw.read_text(encoding="utf-8", errors="replace"), "og:url")
-        records.append({
-            "id": int(p.stem) if p.stem.isdigit() else p.stem, "label": section_from_url(url), "url": url,
-            "date": doc.get("date"), "split": split_of.get(p.stem, "unsplit"),
-            "title": doc.get("title"), "abstract": doc.get("heading"), "text": doc.get("article"),
-        })
+    """Convert an upstream clone into gzip JSONL shards in the format of ../shared/data/orangesum/shards.
+    Files of the clone that cannot be used are counted on stdout (an unreadable parsed file leaves its article out)."""
+    skips: list[Skip] = []
+    records = [_shard_record(rec) for _, rec in orangesum_repo_records(clone, skips.append, _urls_from_url_list(clone))]
     with atomic_directory(shards) as tmp:
         for k in range(0, max(len(records), 1), SHARD_SIZE):
             with gzip.open(tmp / f"orangesum_topic_{k // SHARD_SIZE:02d}.jsonl.gz", "wt", encoding="utf-8") as fh:
                 for r in records[k : k + SHARD_SIZE]:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if skips:
+        print(f"{len(skips)} file(s) of the clone could not be used: {[str(s) for s in skips[:5]]}")
     return len(records)
 
 

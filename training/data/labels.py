@@ -9,10 +9,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from training.annotate.schema import STANCES, StanceAnnotation
 from training.data.article import Article, Skip
+from training.data.schema import STANCES, StanceAnnotation, iter_stance_annotations
 
 SIDECAR = "labels.json"
 SkipSink = Callable[[Skip], None]
@@ -57,23 +55,7 @@ def read_stance_labels(path: Path | None, skip: SkipSink) -> dict[str, StanceAnn
         return {}
     by_id: dict[str, StanceAnnotation] = {}
     conflicted: set[str] = set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        skip(Skip(str(path), f"unreadable annotation file: {e}"))
-        return {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            ann = StanceAnnotation.model_validate(json.loads(line))
-        except json.JSONDecodeError as e:
-            skip(Skip(str(path), f"invalid JSON: {e.msg}", line=lineno))
-            continue
-        except ValidationError as e:
-            err = e.errors()[0]
-            skip(Skip(str(path), f"invalid annotation: {'.'.join(map(str, err['loc']))}: {err['msg']}", line=lineno))
-            continue
+    for lineno, ann in iter_stance_annotations(path, on_error="skip", skip=skip):
         prev = by_id.get(ann.id)
         if prev is not None and prev.stance != ann.stance:
             conflicted.add(ann.id)

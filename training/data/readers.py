@@ -1,33 +1,41 @@
 """Readers: files on disk -> `Article` records.
 
 Each reader yields Articles and reports what it could not use as `Skip`s (counted, with a reason) instead of
-raising, so that one bad file never stops a build. `read_paths` walks files and folders and picks the reader by
-file type. Only structural problems of the caller's own making (a path that does not exist) raise `InputError`.
+raising, so that one bad file never stops a build. Only structural problems of the caller's own making (a path
+that does not exist) raise `InputError`.
+
+`read_paths` walks files and folders and picks the reader by file suffix from two tables (adding a format is
+one entry in one of them):
+- `ARTICLE_FORMATS`, for files that hold one article (.txt, .html, ...): `read_article_file` reads the small
+  file, hands its text to the format's parser, and turns what the parser rejects into a counted `Skip`;
+- `RECORD_READERS`, for files that hold many (JSON Lines shards): a reader yields one Article per good line.
+A folder in the upstream OrangeSum layout is recognised as such: `orangesum_repo_records` reads that layout
+once, for `read_orangesum_repo` here and for the shard conversion of `training.data.fetch`.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
-from training.data.article import Article, InputError, Skip
-from training.data.cleaning import clean_body, clean_title, normalize_chars
+from training.data.article import Article, Skip
+from training.data.cleaning import clean_body, clean_title, split_title
+from training.errors import InputError
+from training.io import read_jsonl
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # a single news article is never this big; a 50 MB "article" is a wrong file
 MIN_HTML_WORDS = 15  # below this, what trafilatura found is page furniture, not an article
-TEXT_SUFFIXES = {".txt", ".text", ".md"}
-HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
-JSONL_SUFFIXES = {".jsonl", ".jsonl.gz", ".ndjson", ".json.gz"}
 
 SkipSink = Callable[[Skip], None]
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
+    """The suffix the reader tables are keyed by: lowercase, a compressed JSON suffix whole (.jsonl.gz)."""
     name = path.name.lower()
     for s in (".jsonl.gz", ".json.gz"):
         if name.endswith(s):
@@ -90,25 +98,14 @@ def file_id(path: Path) -> str:
 
 
 def article_from_text(text: str, *, id: str, source: str, path: str | None = None, **meta) -> Article:
-    lines = normalize_chars(text).split("\n")
-    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
-    if first is None:
+    title, rest = split_title(text)
+    if not title.strip():
         raise ValueError("no text")
-    title = clean_title(lines[first])
-    body = clean_body("\n".join(lines[first + 1 :]))
+    title = clean_title(title)
+    body = clean_body(rest)
     if not body:
         raise ValueError("no article body after the title")
     return Article(id=id, title=title, body=body, source=source, path=path, **meta)
-
-
-def read_text_file(path: Path, skip: SkipSink, source: str | None = None) -> Iterator[Article]:
-    text = _read_small_file(path, skip)
-    if text is None:
-        return
-    try:
-        yield article_from_text(text, id=file_id(path), source=source or "text", path=str(path))
-    except ValueError as e:
-        skip(Skip(str(path), str(e)))
 
 
 # --- HTML news pages, through trafilatura --------------------------------------------------------------
@@ -145,7 +142,7 @@ def article_from_html(html: str, *, id: str, source: str, path: str | None = Non
         id=id,
         title=title,
         body=clean_body(doc.text),
-        abstract=clean_title(doc.description or ""),
+        abstract=clean_body(doc.description or ""),
         source=source,
         date=doc.date,
         url=url,
@@ -153,18 +150,6 @@ def article_from_html(html: str, *, id: str, source: str, path: str | None = Non
         path=path,
         tags=tuple(t.strip() for t in (doc.tags or []) if t.strip()),
     )
-
-
-def read_html_file(path: Path, skip: SkipSink, source: str | None = None) -> Iterator[Article]:
-    text = _read_small_file(path, skip)
-    if text is None:
-        return
-    try:
-        yield article_from_html(text, id=file_id(path), source=source or "html", path=str(path))
-    except ValueError as e:
-        skip(Skip(str(path), str(e)))
-    except Exception as e:  # trafilatura/lxml raise assorted parser errors on broken markup
-        skip(Skip(str(path), f"HTML could not be parsed: {type(e).__name__}: {e}"))
 
 
 # --- JSON Lines (the OrangeSum shards' format) ----------------------------------------------------------
@@ -194,7 +179,7 @@ def article_from_record(rec: dict, *, source: str, path: str | None = None) -> A
         id=str(rec["id"]),
         title=title,
         body=body,
-        abstract=clean_title(rec.get("abstract") or ""),
+        abstract=clean_body(rec.get("abstract") or ""),  # the lead keeps its lines, as in a served text
         source=source,
         date=rec.get("date"),
         url=rec.get("url"),
@@ -206,35 +191,41 @@ def article_from_record(rec: dict, *, source: str, path: str | None = None) -> A
 
 
 def read_jsonl_file(path: Path, skip: SkipSink, source: str | None = None) -> Iterator[Article]:
+    """One Article per good line; a line that is not JSON or not an article is a `Skip` with its line number."""
     source = source or "jsonl"
+
+    def bad_line(lineno: int, message: str) -> None:
+        skip(Skip(str(path), f"bad JSONL line: {message}", line=lineno))
+
     try:
         if path.stat().st_size == 0:
             skip(Skip(str(path), "empty file"))
             return
-        opener = gzip.open if str(path).lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    rec = json.loads(decode_bytes(raw))
-                    yield article_from_record(rec, source=source, path=str(path))
-                except (ValueError, UnicodeDecodeError) as e:
-                    skip(Skip(str(path), f"bad JSONL line: {e}", line=lineno))
+        for lineno, rec in read_jsonl(path, on_error=bad_line, decode=decode_bytes):
+            try:
+                yield article_from_record(rec, source=source, path=str(path))
+            except ValueError as e:
+                bad_line(lineno, str(e))
     except PermissionError:
         skip(Skip(str(path), "permission denied"))
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError) as e:  # EOFError: a truncated gzip stream (BadGzipFile is an OSError)
         skip(Skip(str(path), f"unreadable or truncated file: {e}"))
 
 
 # --- a checkout of the upstream OrangeSum repository ----------------------------------------------------
 
+ORANGESUM_SPLIT_FILES = {s: f"splits_title_as_summary/{s}.txt" for s in ("train", "valid", "test")}
+
+
+def is_orangesum_repo(path: Path) -> bool:
+    return (path / "data" / "docs" / "parsed").is_dir()
+
 
 def _orangesum_splits(root: Path) -> dict[str, str]:
     split_of: dict[str, str] = {}
-    for folder in (root / "splits_title_as_summary", root / "data" / "splits_title_as_summary"):
-        for split in ("train", "valid", "test"):
-            f = folder / f"{split}.txt"
+    for base in (root, root / "data"):
+        for split, rel in ORANGESUM_SPLIT_FILES.items():
+            f = base / rel
             if f.exists():
                 for line in f.read_text().split():
                     split_of[line.strip().removesuffix(".json")] = split
@@ -249,15 +240,26 @@ def _meta_content(html: str, prop: str) -> str | None:
     return c.group(1) if c else None
 
 
-def read_orangesum_repo(root: Path, skip: SkipSink, source: str = "orangesum") -> Iterator[Article]:
-    """`data/docs/parsed/<id>.json` (title, heading, article, date) with the section read from the `og:url`
-    meta tag of `data/docs/raw/<id>.txt`, and the split from `splits_title_as_summary/`."""
-    parsed_dir = root / "data" / "docs" / "parsed"
-    raw_dir = root / "data" / "docs" / "raw"
-    if not parsed_dir.is_dir():
+def _page_url(raw: Path, skip: SkipSink) -> str | None:
+    """The `og:url` meta tag of a saved page, if the page is there."""
+    if not raw.exists():
+        return None
+    html = _read_small_file(raw, skip)
+    return _meta_content(html, "og:url") if html else None
+
+
+def orangesum_repo_records(root: Path, skip: SkipSink,
+                           urls: dict[str, str] | None = None) -> Iterator[tuple[Path, dict]]:
+    """(parsed file, raw record) for every article of an upstream checkout, in id order. A record is
+    {id, title, abstract, text, date, url, split}: `data/docs/parsed/<id>.json` (title, heading, article, date),
+    the url from `urls` (id -> url) or else the `og:url` meta tag of `data/docs/raw/<id>.txt`, and the split
+    from `splits_title_as_summary/` ("unsplit" for an id in none of the lists; None when there are no lists)."""
+    if not is_orangesum_repo(root):
         raise InputError(f"{root}: not an OrangeSum checkout (no data/docs/parsed/)")
     split_of = _orangesum_splits(root)
-    for path in sorted(parsed_dir.glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
+    urls = urls or {}
+    docs = root / "data" / "docs"
+    for path in sorted((docs / "parsed").glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
         text = _read_small_file(path, skip)
         if text is None:
             continue
@@ -266,20 +268,23 @@ def read_orangesum_repo(root: Path, skip: SkipSink, source: str = "orangesum") -
         except ValueError as e:
             skip(Skip(str(path), f"invalid JSON: {e}"))
             continue
-        url = None
-        raw = raw_dir / f"{path.stem}.txt"
-        if raw.exists():
-            html = _read_small_file(raw, skip)
-            url = _meta_content(html, "og:url") if html else None
-        rec = {
-            "id": path.stem,
+        if not isinstance(doc, dict):
+            skip(Skip(str(path), f"expected a JSON object, got {type(doc).__name__}"))
+            continue
+        id_ = path.stem
+        yield path, {
+            "id": id_,
             "title": doc.get("title"),
             "abstract": doc.get("heading"),
             "text": doc.get("article"),
             "date": doc.get("date"),
-            "url": url,
-            "split": split_of.get(path.stem, "unsplit" if split_of else None),
+            "url": urls.get(id_) or _page_url(docs / "raw" / f"{id_}.txt", skip),
+            "split": split_of.get(id_, "unsplit" if split_of else None),
         }
+
+
+def read_orangesum_repo(root: Path, skip: SkipSink, source: str = "orangesum") -> Iterator[Article]:
+    for path, rec in orangesum_repo_records(root, skip):
         try:
             yield article_from_record(rec, source=source, path=str(path))
         except ValueError as e:
@@ -289,8 +294,59 @@ def read_orangesum_repo(root: Path, skip: SkipSink, source: str = "orangesum") -
 # --- dispatch ------------------------------------------------------------------------------------------
 
 
-def is_orangesum_repo(path: Path) -> bool:
-    return (path / "data" / "docs" / "parsed").is_dir()
+class ArticleFormat(NamedTuple):
+    """A file type that holds one article. `parse(text, id=, source=, path=)` returns the Article, or raises
+    ValueError (with the reason to count) when the file holds none."""
+
+    name: str  # names the format in skip reasons ("HTML could not be parsed: ...")
+    parse: Callable[..., Article]
+    default_source: str  # the articles' source when the caller names none
+
+
+TEXT_FORMAT = ArticleFormat("text", article_from_text, default_source="text")
+HTML_FORMAT = ArticleFormat("HTML", article_from_html, default_source="html")
+ARTICLE_FORMATS: dict[str, ArticleFormat] = {
+    ".txt": TEXT_FORMAT, ".text": TEXT_FORMAT, ".md": TEXT_FORMAT,
+    ".html": HTML_FORMAT, ".htm": HTML_FORMAT, ".xhtml": HTML_FORMAT,
+}
+RecordReader = Callable[[Path, SkipSink, str | None], Iterator[Article]]
+RECORD_READERS: dict[str, RecordReader] = {
+    ".jsonl": read_jsonl_file, ".jsonl.gz": read_jsonl_file, ".ndjson": read_jsonl_file, ".json.gz": read_jsonl_file,
+}
+
+
+def is_record_file(path: Path) -> bool:
+    """A file of many articles (a JSON Lines shard), which a build may read in parallel with its siblings."""
+    return file_suffix(path) in RECORD_READERS
+
+
+def is_article_file(path: Path) -> bool:
+    return file_suffix(path) in ARTICLE_FORMATS or is_record_file(path)
+
+
+def read_article_file(path: Path, skip: SkipSink, fmt: ArticleFormat, source: str | None = None) -> Iterator[Article]:
+    """The one Article of a single-article file, or a counted `Skip` saying why there is none."""
+    text = _read_small_file(path, skip)
+    if text is None:
+        return
+    try:
+        yield fmt.parse(text, id=file_id(path), source=source or fmt.default_source, path=str(path))
+    except ValueError as e:
+        skip(Skip(str(path), str(e)))
+    except Exception as e:  # trafilatura/lxml raise assorted parser errors on broken markup
+        skip(Skip(str(path), f"{fmt.name} could not be parsed: {type(e).__name__}: {e}"))
+
+
+def read_file(path: Path, skip: SkipSink, source: str | None = None) -> Iterator[Article]:
+    suffix = file_suffix(path)
+    if suffix in RECORD_READERS:
+        yield from RECORD_READERS[suffix](path, skip, source)
+    elif suffix in ARTICLE_FORMATS:
+        yield from read_article_file(path, skip, ARTICLE_FORMATS[suffix], source)
+    elif path.name == "labels.json":
+        return  # the label sidecar of a folder of articles, read by the label stage
+    else:
+        skip(Skip(str(path), f"unknown file type '{suffix or path.name}' (expected .txt, .html or .jsonl[.gz])"))
 
 
 def _walk(root: Path, skip: SkipSink) -> Iterator[Path]:
@@ -333,20 +389,6 @@ def _walk(root: Path, skip: SkipSink) -> Iterator[Path]:
         stack.extend(reversed(subdirs))
 
 
-def read_file(path: Path, skip: SkipSink, source: str | None = None) -> Iterator[Article]:
-    suffix = _suffix(path)
-    if suffix in JSONL_SUFFIXES:
-        yield from read_jsonl_file(path, skip, source)
-    elif suffix in HTML_SUFFIXES:
-        yield from read_html_file(path, skip, source)
-    elif suffix in TEXT_SUFFIXES:
-        yield from read_text_file(path, skip, source)
-    elif path.name == "labels.json":
-        return  # the label sidecar of a folder of articles, read by the label stage
-    else:
-        skip(Skip(str(path), f"unknown file type '{suffix or path.name}' (expected .txt, .html or .jsonl[.gz])"))
-
-
 def read_paths(paths: Iterable[Path | str], skip: SkipSink, source: str | None = None) -> Iterator[Article]:
     """Read files and folders (an OrangeSum checkout is recognised as such)."""
     for p in map(Path, paths):
@@ -357,7 +399,7 @@ def read_paths(paths: Iterable[Path | str], skip: SkipSink, source: str | None =
                 yield from read_orangesum_repo(p, skip, source or "orangesum")
                 continue
             files = list(_walk(p, skip))
-            if not any(_suffix(f) in TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES for f in files):
+            if not any(is_article_file(f) for f in files):
                 skip(Skip(str(p), "folder holds no article files"))
             for f in files:
                 yield from read_file(f, skip, source)

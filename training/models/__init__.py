@@ -1,17 +1,9 @@
-"""Model families. Each exposes `fit_and_predict(...) -> FitResult` for `training/train.py`."""
+"""Model families and the served model.
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-
-import numpy as np
-import pandas as pd
-
-
-@dataclass
-class FitResult:
-    tasks: list[str]  # tasks that got a trained head
-    proba: dict[str, dict[str, np.ndarray]]  # task -> split -> [n, n_labels] probabilities on the labelled rows
-    pip_requirements: list[str]
-    top_features: dict[str, pd.DataFrame | None] = field(default_factory=dict)
-    extra_metrics: dict[str, float] = field(default_factory=dict)
+- `family.py`: what a family is (the `Family` protocol, `FitContext`, `FitResult`, the servable folder's meta);
+- `families.py`: the table of families, imported lazily;
+- one unit per family: `baseline_family.py` (+ `baseline.py`, its estimators) and `camembert_family.py`
+  (+ `camembert.py` model and scorer, `camembert_trainer.py` Trainer set-up, `checkpoints.py`), `tiny.py`;
+- `contract.py` (the served input/output columns and their checks) and `pyfunc.py` (the MLflow model class that
+  applies the contract around any family's scorer).
+"""

@@ -11,6 +11,7 @@ the article's date (`date_weight`), an optional column of the input frame.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,10 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
-from training.config import BaselineTaskConfig
 from training.models.contract import iso_date
+
+if TYPE_CHECKING:
+    from training.models.baseline_family import BaselineTaskConfig
 
 _ELISION = re.compile(r"\b([cdjlmnst]|qu|jusqu|lorsqu|puisqu|quoiqu)'", re.IGNORECASE)
 

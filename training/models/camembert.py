@@ -9,8 +9,8 @@
 - `encode`: tokenisation with `head` or `head_tail` truncation.
 - `load_scorer(model_dir, meta)`: what the pyfunc of `pyfunc.py` serves — PyTorch, or ONNX Runtime int8.
 
-Saved model folder (`model_dir`): `encoder/` (transformers encoder + tokenizer), `heads.safetensors`,
-`meta.json` (written by `pyfunc.write_meta`), and `model.int8.onnx` when `model.inference=onnx_int8`.
+Training is `camembert_family.py` (with `camembert_trainer.py` and `checkpoints.py`); the saved folder it writes
+is described there.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from training.data.article import InputError
+from training.errors import InputError
 
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.safetensors"
@@ -158,16 +158,6 @@ def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head
     return out
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    n = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), n), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), n), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 # --- the model ----------------------------------------------------------------------------------------------------
 
 
@@ -248,12 +238,14 @@ def build_model(encoder, heads: dict[str, int], dropout: float = 0.1, task_weigh
 
 
 def balanced_class_weights(y: np.ndarray, n_labels: int) -> list[float]:
-    """sklearn's 'balanced' weights n / (k * count_c) over the labelled rows; classes absent from training get 1."""
+    """scikit-learn's 'balanced' weights n / (k * count_c) over the labelled rows; classes absent from training
+    get 1 (they have no row to weigh)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
     y = y[y >= 0]
-    counts = np.bincount(y, minlength=n_labels).astype(float)
-    present = counts > 0
+    present = np.unique(y)
     w = np.ones(n_labels)
-    w[present] = len(y) / (present.sum() * counts[present])
+    w[present] = compute_class_weight("balanced", classes=present, y=y)
     return w.tolist()
 
 
@@ -315,10 +307,13 @@ def eager_attention(model):
 
 def quantize_int8(fp32: Path, out: Path) -> None:
     """Dynamic int8 quantisation; per-channel scales are closer to fp32 than one scale per weight matrix, at
-    about the same speed. (ONNX Runtime's transformer fusion before it measured no faster here: benchmarks.md.)"""
+    about the same speed. (ONNX Runtime's transformer fusion before it measured no faster here: benchmarks.md.)
+    reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only) ONNX Runtime's u8s8 kernel saturates its
+    16-bit intermediate sums with 8-bit weights: on an AVX2-only host the tiny model's int8 stance probabilities
+    were 0.079 away from fp32 with 8 bits and 0.0015 with 7 (benchmarks.md). A served model runs on any host."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
 
 
 def export_onnx_int8(model, model_dir: Path, opset: int = 17) -> Path:
@@ -368,12 +363,6 @@ def onnx_session(path: Path, threads: int | None = None):
 # --- serving ----------------------------------------------------------------------------------------------------------
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class CamembertScorer:
     """texts -> {task: (labels, [n, k] probabilities)} for the heads the model has, in batches sorted by length.
     PyTorch runs on the GPU when there is one (fp32), ONNX Runtime int8 on the CPU."""
@@ -392,7 +381,6 @@ class CamembertScorer:
         self.batch_size = batch_size
         self.backend = backend or meta.get("inference", "pytorch")
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir / ENCODER_DIR), local_files_only=True)
-        self.pad_id = self.tokenizer.pad_token_id
         if self.backend == "onnx_int8":
             self.session = onnx_session(self.model_dir / ONNX_FILE)
             self.outputs = [o.name for o in self.session.get_outputs()]
@@ -412,7 +400,10 @@ class CamembertScorer:
             lg = self.model.logits(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
         return {t: v.float().cpu().numpy() for t, v in lg.items()}
 
-    def predict_proba(self, texts: list[str]) -> dict[str, tuple[list[str], np.ndarray]]:
+    def predict_proba(self, texts: list[str], dates: list[str | None] | None = None) -> dict[str, tuple[list[str], np.ndarray]]:
+        """dates: accepted for the family contract; the encoder reads the text alone."""
+        from scipy.special import softmax
+
         texts = list(texts)
         out = {t: np.zeros((len(texts), len(self.labels[t])), dtype=np.float64) for t in self.heads}
         if not texts:
@@ -421,10 +412,11 @@ class CamembertScorer:
         order = np.argsort([len(s) for s in seqs], kind="stable")
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            ids, mask = pad_batch([seqs[i] for i in idx], self.pad_id)
+            batch = self.tokenizer.pad({"input_ids": [seqs[i] for i in idx]}, return_tensors="np")
+            ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
             for t, lg in self._logits(ids, mask).items():
                 if t in out:
-                    out[t][idx] = _softmax(lg.astype(np.float64))
+                    out[t][idx] = softmax(lg.astype(np.float64), axis=1)
         return {t: (self.labels[t], p) for t, p in out.items()}
 
 

@@ -1,45 +1,42 @@
 """The one served-model contract, shared by every model family.
 
 Input: a DataFrame with a `text` column (the raw article as a user has it: title on the first line,
-boilerplate possibly still in), an optional `title` column (then `text` is the body) and an optional `date`
-column (publication date, ISO `YYYY-MM-DD`; models that read it take an undated article as current).
+boilerplate possibly still in), an optional `title` column (then `text` is the body), an optional `date`
+column (publication date, ISO `YYYY-MM-DD`; models that read it take an undated article as current) and an
+optional `source` column (the site the article comes from, as the data build named its sources: the boilerplate
+lines learned for that source are dropped; without it, those learned for any source).
 Output: a DataFrame with `topic`, `topic_score`, `stance`, `stance_score`, and `topic_proba_<label>` /
 `stance_proba_<label>` per class. A model without a stance head returns null stance columns.
 
-The model applies `prepare_texts` — the data build's own cleaning code, which travels with the logged model —
-so a raw scraped page and its cleaned version get the same answer.
+The model applies `prepare_text` — `cleaning.model_text`, the data build's own text assembly, which travels with
+the logged model — so a raw scraped page and its cleaned version get the same answer, and the model reads at
+serving time the text it was trained on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from training.data.cleaning import BoilerplateModel, clean_body, clean_title, normalize_chars
+from training.data.cleaning import BoilerplateModel, model_text, split_title
+from training.data.schema import TASKS
+from training.errors import InvalidInput
 
-TASKS = ("topic", "stance")
 MAX_TEXT_CHARS = 200_000  # ~100x a long news article; larger inputs are refused, not truncated silently
 MAX_ROWS = 5_000
 
 
-class InvalidInput(ValueError):
-    """A request the caller must fix (served as HTTP 400 with this message)."""
-
-
-def prepare_text(text: str, title: str | None = None, boilerplate: BoilerplateModel | None = None) -> str:
-    """Raw article -> the model's input text: cleaned title on the first line, cleaned body after.
-    Idempotent, and the same transformation the data build applies."""
-    text = normalize_chars(text)
+def prepare_text(text: str, title: str | None = None, boilerplate: BoilerplateModel | None = None,
+                 source: str | None = None) -> str:
+    """Raw article -> the model's input text (`cleaning.model_text`, the data build's own assembly): the title is
+    the `title` column, or else the first line of `text`. `source` picks the boilerplate learned for that site;
+    without it (or for a site the build never saw) the lines learned for any source are dropped."""
     if title is None or not str(title).strip():
-        lines = text.split("\n")
-        first = next((i for i, ln in enumerate(lines) if ln.strip()), 0)
-        title, text = lines[first], "\n".join(lines[first + 1 :])
-    body = clean_body(text, None, boilerplate)
-    return "\n".join(p for p in (clean_title(str(title)), body) if p)
+        title, text = split_title(text)
+    return model_text(str(title), text, source=source, boilerplate=boilerplate)
 
 
 def validate_input(df) -> pd.DataFrame:
@@ -60,10 +57,11 @@ def validate_input(df) -> pd.DataFrame:
             raise InvalidInput(f"row {i}: 'text' is empty")
         if len(t) > MAX_TEXT_CHARS:
             raise InvalidInput(f"row {i}: 'text' is {len(t)} characters, more than the {MAX_TEXT_CHARS} accepted")
-    if "title" in df.columns:
-        for i, t in enumerate(df["title"]):
-            if not _missing(t) and not isinstance(t, str):
-                raise InvalidInput(f"row {i}: 'title' must be a string or null")
+    for column in ("title", "source"):
+        if column in df.columns:
+            for i, t in enumerate(df[column]):
+                if not _missing(t) and not isinstance(t, str):
+                    raise InvalidInput(f"row {i}: '{column}' must be a string or null")
     return df
 
 
@@ -97,15 +95,10 @@ def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> tuple[list
     """A request -> (model input texts, publication dates), or InvalidInput naming the row and column."""
     df = validate_input(df)
     dates = input_dates(df)
-    titles = df["title"].tolist() if "title" in df.columns else [None] * len(df)
-    texts = [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate) for t, ti in zip(df["text"], titles)]
+    titles, sources = (df[c].tolist() if c in df.columns else [None] * len(df) for c in ("title", "source"))
+    texts = [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate, so if isinstance(so, str) and so else None)
+             for t, ti, so in zip(df["text"], titles, sources)]
     return texts, dates
-
-
-class TaskScorer(Protocol):
-    labels: list[str]
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
 
 def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int, all_labels: dict[str, list[str]]) -> pd.DataFrame:
@@ -137,14 +130,9 @@ def output_columns(all_labels: dict[str, list[str]]) -> list[tuple[str, str]]:
     return cols
 
 
-def signature(all_labels: dict[str, list[str]]):
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    inputs = Schema([ColSpec("string", "text"), ColSpec("string", "title", required=False),
-                     ColSpec("string", "date", required=False)])
-    outputs = Schema([ColSpec(t, name, required=False) for name, t in output_columns(all_labels)])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+# (name, type, required): the served input columns, as the logged model's signature declares them
+INPUT_COLUMNS = [("text", "string", True), ("title", "string", False), ("date", "string", False),
+                 ("source", "string", False)]
 
 
 INPUT_EXAMPLE = pd.DataFrame({

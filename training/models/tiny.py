@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from training.data.article import InputError
+from training.errors import InputError
 
 # CamemBERT's special tokens, at the ids a RoBERTa-style model expects (bos 0, pad 1, eos 2, unk 3).
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

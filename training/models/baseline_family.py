@@ -1,0 +1,142 @@
+"""The baseline family: one TF-IDF + linear model scikit-learn Pipeline per task (`baseline.py`), its config, and
+the servable folder (`<task>.joblib` per trained task + `meta.json`).
+
+Heavy imports (scikit-learn, scipy) happen inside `fit` and `load`: reading a config never pays for them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from training.data.schema import TASKS, Strict
+from training.models.family import FitContext, FitResult, ModelConfig, Probabilities, write_meta
+
+NAME = "baseline"
+
+
+class BaselineTaskConfig(Strict):
+    enabled: bool = True
+    classifier: Literal["linear_svc", "logreg", "complement_nb"] = "linear_svc"
+    C: float = Field(0.5, gt=0)
+    alpha: float = Field(0.3, gt=0)  # ComplementNB smoothing
+    solver: Literal["lbfgs", "saga"] = "lbfgs"  # LogisticRegression: lbfgs is fast; saga converges slowly here
+    class_weight: Literal["balanced"] | None = "balanced"
+    max_iter: int = Field(5000, ge=10)
+    tol: float = Field(1e-4, gt=0)  # solver stopping tolerance (LinearSVC, LogisticRegression)
+    word_ngram_range: tuple[int, int] = (1, 2)
+    word_min_df: int = Field(2, ge=1)
+    word_max_df: float = Field(1.0, gt=0, le=1)
+    word_max_features: int | None = Field(None, ge=10)
+    sublinear_tf: bool = True
+    char_ngram_range: tuple[int, int] | None = None  # None: no character n-grams
+    char_scope: Literal["all", "head"] = "all"  # head: character n-grams of the title and lead only (fast)
+    char_min_df: int = Field(3, ge=1)
+    char_max_features: int | None = Field(300_000, ge=10)
+    title_weight: int = Field(1, ge=0, le=5)  # extra copies of the title in the text the features see
+    # > 0: that many folds of out-of-fold decision scores on the training rows fit one additive bias per class
+    # that maximises macro-F1 (the metric balanced class weights only approximate); 0: no bias
+    class_bias_folds: int = Field(0, ge=0, le=20)
+    # > 0: the publication month as features, at this weight (0: text only). The site's sections changed over
+    # time (no `france` before 2018-01, most societe/sante, high-tech, media articles from 2020-06)
+    date_weight: float = Field(0.0, ge=0, le=10)
+
+    @field_validator("word_ngram_range", "char_ngram_range")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None and not (1 <= v[0] <= v[1] <= 10):
+            raise ValueError("must be [low, high] with 1 <= low <= high <= 10")
+        return v
+
+    @field_validator("class_bias_folds")
+    @classmethod
+    def _folds(cls, v):
+        if v == 1:
+            raise ValueError("must be 0 (off) or at least 2 folds")
+        return v
+
+
+class BaselineModelConfig(ModelConfig):
+    family: Literal["baseline"] = "baseline"
+    topic: BaselineTaskConfig = BaselineTaskConfig()
+    stance: BaselineTaskConfig = BaselineTaskConfig()
+
+
+def pip_requirements() -> list[str]:
+    return [f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "joblib", "pyarrow")]
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class BaselineScorer:
+    """The fitted pipelines of a model folder: texts (+ dates) -> {task: (labels, probabilities)}."""
+
+    def __init__(self, pipelines: dict, labels: dict[str, list[str]]):
+        self.pipelines = pipelines
+        self.labels = labels
+
+    def predict_proba(self, texts: list[str], dates: list[str | None] | None = None) -> Probabilities:
+        from training.models.baseline import predict_proba_full
+
+        return {t: (self.labels[t], predict_proba_full(p, texts, len(self.labels[t]), dates))
+                for t, p in self.pipelines.items()}
+
+
+class BaselineFamily:
+    name = NAME
+    config_class = BaselineModelConfig
+
+    def check(self, model_cfg: BaselineModelConfig) -> None:
+        pass  # nothing to fetch: everything a baseline needs is the dataset
+
+    def tasks(self, model_cfg: BaselineModelConfig) -> list[str]:
+        return [t for t in TASKS if getattr(model_cfg, t).enabled]
+
+    def describe(self, model_cfg: BaselineModelConfig) -> str:
+        kinds = "+".join(sorted({getattr(model_cfg, t).classifier for t in self.tasks(model_cfg)}))
+        return f"{NAME}-{kinds}"
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        import joblib
+
+        from training.data.dataset import task_data
+        from training.models.baseline import calibrate_task, features, fit_task, top_features
+
+        cfg = ctx.cfg
+        pipelines, reports, extra = {}, {}, {}
+        for task in ctx.tasks:
+            tcfg = getattr(cfg.model, task)
+            train = task_data(ctx.dsd["train"], task, cfg.train.max_train_rows)
+            if len(set(train.y.tolist())) < 2:
+                _say(f"[{task}] skipped: fewer than 2 classes among {len(train.y)} labelled training rows")
+                continue
+            t0 = time.time()
+            _say(f"[{task}] fitting {tcfg.classifier} on {len(train.y)} rows ...")
+            pipe = fit_task(tcfg, train.texts, train.y, seed=cfg.train.seed, n_jobs=cfg.train.num_threads or -1,
+                            dates=train.dates)
+            val = task_data(ctx.dsd["validation"], task, cfg.train.max_eval_rows)
+            calibrate_task(pipe, features(pipe, val.texts, val.dates), val.y)
+            extra[f"{task}_fit_seconds"] = time.time() - t0
+            reports[f"top_features_{task}"] = top_features(pipe, ctx.labels[task], cfg.evaluate.top_features)
+            # zlib level 1: as small as level 3 within 3 % here, in two thirds of the time (benchmarks.md)
+            joblib.dump(pipe, Path(ctx.model_dir) / f"{task}.joblib", compress=1)
+            pipelines[task] = pipe
+            _say(f"[{task}] done in {time.time() - t0:.1f} s")
+        write_meta(ctx.model_dir, NAME, ctx.labels, list(pipelines), ctx.boilerplate)
+        return FitResult(scorer=BaselineScorer(pipelines, ctx.labels), tasks=list(pipelines),
+                         pip_requirements=pip_requirements(), reports=reports, extra_metrics=extra)
+
+    def load(self, model_dir: Path, meta: dict) -> BaselineScorer:
+        import joblib
+
+        return BaselineScorer({t: joblib.load(Path(model_dir) / f"{t}.joblib") for t in meta["heads"]}, meta["labels"])
+
+
+FAMILY = BaselineFamily()
