@@ -11,7 +11,7 @@ from training.annotate.adjudicate import adjudicate
 from training.annotate.agreement import agreement, fleiss_kappa, votes_by_id
 from training.annotate.corpus import load_articles
 from training.annotate.labelstudio import export_tasks, import_results
-from training.annotate.pool import build_pool, check_splits, read_pool
+from training.annotate.pool import build_pool, build_round_pool, check_splits, priority, read_pool
 from training.data.schema import StanceAnnotation, evidence_problems, read_stance_annotations
 from training.data.article import Article
 from training.errors import InputError
@@ -20,6 +20,7 @@ from tests.conftest import ADJUDICATED, REPO, SHARDS
 
 VOTES = sorted((REPO / "data" / "annotations" / "stance" / "votes").glob("*.jsonl"))
 POOL = REPO / "data" / "annotations" / "stance" / "pool.jsonl"
+POOL_R2 = REPO / "data" / "annotations" / "stance" / "pool_r2.jsonl"
 
 
 def art(i, split="train", section="monde", title="Titre", body="Corps"):
@@ -59,6 +60,32 @@ def test_pool_strata_are_recorded_and_reserved_articles_never_enter():
     assert rows[0]["id"] == "1" and rows[0]["stratum"] == "prefilter" and rows[0]["score"] > 0
     assert "3" not in {r["id"] for r in rows}
     assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_a_second_round_reads_new_articles_ranked_by_the_model_and_rereads_the_likeliest_neutral_ones():
+    from training.data.schema import StanceAnnotation
+
+    def label(i, stance="neutre", stratum="prefilter"):
+        ev = [] if stance == "neutre" else [f"Corps {i}"]
+        return StanceAnnotation(id=str(i), stance=stance, confidence=3, evidence=ev, annotator="a", stratum=stratum)
+
+    articles = [art(i, section="auto", body=f"Essai de voiture {i}") for i in range(1, 40)]
+    articles.append(art(99, split="valid", body="Moscou dénonce l'Occident."))
+    labelled = {"1": label(1), "2": label(2), "3": label(3, "anti_occident"), "4": label(4, stratum="random")}
+    scores = {str(i): [i / 100, 1 - i / 50, i / 100] for i in range(1, 40)} | {"99": [0.9, 0.05, 0.05]}
+    rows = build_round_pool(articles, labelled, scores, model_size=5, random_size=4, reread_size=1, seed=3)
+    by = {}
+    for r in rows:
+        by.setdefault(r["stratum"], []).append(r["id"])
+    # model: the 5 unread articles the model ranks first (likely stance, or most uncertain), none already read
+    unread = [str(i) for i in range(1, 40) if str(i) not in labelled]
+    assert by["model"] == sorted(unread, key=lambda i: (-priority(scores[i]), i))[:5]
+    assert len(by["random_r2"]) == 4 and not set(by["random_r2"]) & (set(by["model"]) | set(labelled))
+    # reread: a first-round pre-filter `neutre` label, the one the model scores highest (not 3: anti; not 4: random)
+    assert by["reread"] == ["2"]
+    assert "99" not in {r["id"] for r in rows}, "a reserved article never enters a pool"
+    with pytest.raises(InputError, match="reserved"):
+        build_round_pool(articles, labelled, scores, splits=["valid"])
 
 
 def test_pool_drops_exact_repeats_of_train_in_unsplit():
@@ -138,10 +165,10 @@ def test_schema_rejects_bad_lines(tmp_path):
 # --- the committed labels ------------------------------------------------------------------------------------
 
 
-def test_label_files_are_schema_valid_and_cover_2000_train_articles():
+def test_label_files_are_schema_valid_and_cover_3800_train_articles():
     final = read_stance_annotations(ADJUDICATED)
     ids = [a.id for a in final]
-    assert len(ids) == len(set(ids)) >= 2000
+    assert len(ids) == len(set(ids)) >= 3800
     arts = load_articles([SHARDS], set(ids))
     assert set(ids) <= set(arts)
     assert {arts[i].origin_split for i in ids} <= {"train", "unsplit"}, "no label on a reserved article"
@@ -149,6 +176,10 @@ def test_label_files_are_schema_valid_and_cover_2000_train_articles():
     assert strata["random"] >= 300
     pool = {r["id"] for r in read_pool(POOL) if r["stratum"] == "prefilter"}
     assert pool <= set(ids), "the whole pre-filtered pool was read"
+    round2 = read_pool(POOL_R2)
+    assert {r["id"] for r in round2} <= set(ids), "the whole second-round pool was read"
+    r2 = Counter(r["stratum"] for r in round2)
+    assert r2["model"] >= 1500 and r2["random_r2"] >= 300 and r2["reread"] >= 300
 
 
 def test_every_non_neutral_label_has_verbatim_evidence():

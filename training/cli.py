@@ -66,6 +66,26 @@ def cmd_annotate_sample(args) -> int:
     return 0
 
 
+def cmd_annotate_round(args) -> int:
+    from collections import Counter
+
+    from training.annotate.active import score_with_model
+    from training.annotate.corpus import load_articles
+    from training.annotate.pool import build_round_pool, check_splits, write_pool
+    from training.data.schema import read_stance_annotations
+
+    check_splits(args.splits)
+    labelled = {a.id: a for a in read_stance_annotations(Path(args.labels))}
+    articles = list(load_articles(args.corpus).values())
+    scores = score_with_model(args.model, [a for a in articles if a.origin_split in args.splits])
+    rows = build_round_pool(articles, labelled, scores, splits=args.splits, model_size=args.model_size,
+                            random_size=args.random, reread_size=args.reread, seed=args.seed, tag=args.tag)
+    write_pool(Path(args.out), rows)
+    counts = Counter(r["stratum"] for r in rows)
+    _console().print(f"[green]pool[/green] {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_annotate_next(args) -> int:
     from training.annotate.session import run_session
 
@@ -206,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="data/annotations/stance/pool.jsonl")
     s.set_defaults(func=cmd_annotate_sample)
+    r = ann.add_parser("round", help="a further, model-ranked annotation round after the first one")
+    r.add_argument("--model", required=True, help="a stance model (models:/... or runs:/...) to rank articles with")
+    r.add_argument("--labels", default="data/annotations/stance/adjudicated.jsonl", help="the labels of earlier rounds")
+    r.add_argument("--corpus", nargs="+", default=[DEFAULT_CORPUS])
+    r.add_argument("--splits", nargs="+", default=["train", "unsplit"])
+    r.add_argument("--model-size", type=int, default=1500, help="unread articles ranked by the model")
+    r.add_argument("--random", type=int, default=300, help="unread random articles from outside the pre-filter")
+    r.add_argument("--reread", type=int, default=300, help="pre-filter neutre articles the model scores highest, read again")
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--tag", default="r2", help="names the round's random stratum (random_<tag>)")
+    r.add_argument("--out", default="data/annotations/stance/pool_r2.jsonl")
+    r.set_defaults(func=cmd_annotate_round)
     n = ann.add_parser("next", help="show the next unread article of a pool and record the decision")
     n.add_argument("--pool", default="data/annotations/stance/pool.jsonl")
     n.add_argument("--annotator", required=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from training.annotate.prefilter import PREFILTER_VERSION, prefilter
 from training.data.article import Article
 from training.data.cleaning import normalize_many
-from training.data.schema import RESERVED_SPLITS
+from training.data.schema import RESERVED_SPLITS, StanceAnnotation
 from training.errors import InputError
 from training.io import read_jsonl, write_jsonl
 
@@ -96,6 +96,44 @@ def _model_stratum(model_scores: dict[str, list[float]], section_of: dict[str, t
                     key=lambda i: (-priority(model_scores[i]), i))
     return [{"id": id_, "stratum": stratum, "rank": rank, "score": round(priority(model_scores[id_]), 4),
              "section": section_of[id_][0], "split": section_of[id_][1]} for rank, id_ in enumerate(ranked[:size])]
+
+
+def build_round_pool(
+    articles: Iterable[Article],
+    labelled: dict[str, StanceAnnotation],
+    model_scores: dict[str, list[float]],
+    *,
+    splits: Iterable[str] = ALLOWED_SPLITS,
+    model_size: int = 1500,
+    random_size: int = 300,
+    reread_size: int = 300,
+    seed: int = 1,
+    tag: str = "r2",
+) -> list[dict]:
+    """A further annotation round after a first one. `labelled`: id -> final label of every article already read.
+    Strata, all among the unread candidates unless said:
+    - `model`: ranked by the model (`priority`: likely stance, or most uncertain);
+    - `random_<tag>`: a seeded random sample from outside the pre-filter (what the pre-filter misses);
+    - `reread`: already-read `neutre` articles of the `prefilter` stratum that the model scores highest (max of
+      anti/pro), for a blind second reading.
+    """
+    cands = candidates(articles, splits)
+    section_of = {a.id: (a.section, a.origin_split) for a in cands}
+    unread = {a.id for a in cands} - set(labelled)
+    rows = _model_stratum(model_scores, section_of, set(labelled), model_size)
+    taken = {r["id"] for r in rows} | set(labelled)
+    outside = sorted(a.id for a in cands if a.id in unread and a.id not in taken and not prefilter(a).selected)
+    for rank, id_ in enumerate(random.Random(seed).sample(outside, min(random_size, len(outside)))):
+        rows.append({"id": id_, "stratum": f"random_{tag}", "rank": rank, "score": None, "section": section_of[id_][0],
+                     "split": section_of[id_][1], "seed": seed})
+    neutral_read = [i for i, a in labelled.items()
+                    if a.stance == "neutre" and a.stratum == "prefilter" and i in section_of and i in model_scores]
+    ranked = sorted(neutral_read, key=lambda i: (-max(model_scores[i][0], model_scores[i][2]), i))
+    for rank, id_ in enumerate(ranked[:reread_size]):
+        rows.append({"id": id_, "stratum": "reread", "rank": rank,
+                     "score": round(max(model_scores[id_][0], model_scores[id_][2]), 4),
+                     "section": section_of[id_][0], "split": section_of[id_][1]})
+    return rows
 
 
 def write_pool(path: Path, rows: list[dict]) -> None:
