@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+)
 
 
 def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[float, pd.DataFrame]:
@@ -29,33 +37,73 @@ def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 10)
     return float(ece), pd.DataFrame(rows)
 
 
-def evaluate_task(split: str, task: str, y: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 10) -> tuple[dict[str, float], dict]:
-    """Metrics (flat, for MLflow) and a report (for the artifacts)."""
+RARE_PREVALENCE = 0.10  # a class below this share of a split's rows gets AP, a PR curve and intervals
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_interval(y: np.ndarray, pred: np.ndarray, score: np.ndarray, j: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % percentile-bootstrap intervals of class j's F1 and average precision (rows resampled with
+    replacement): the figures of a class with a handful of rows move a lot with which rows happen to be there."""
+    from scipy.stats import bootstrap
+    def f1(yy, pp):
+        return f1_score(yy == j, pp == j, zero_division=0)
+
+    def ap(yy, ss):
+        return average_precision_score(yy == j, ss) if (yy == j).any() else np.nan
+
+    out = {}
+    for name, stat, other in (("f1", f1, pred), ("ap", ap, score)):
+        res = bootstrap((y, other), stat, paired=True, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES,
+                        method="percentile", rng=np.random.default_rng(seed))
+        out[name] = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    return out
+
+
+def evaluate_task(split: str, task: str, y: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 10,
+                  intervals: bool = True) -> tuple[dict[str, float], dict]:
+    """Metrics (flat, for MLflow) and a report (for the artifacts).
+
+    Macro-F1 averages over every label of the task (a class absent from the split and never predicted counts
+    as F1 0: the metric does not grow when a class is missing). Every class gets precision, recall and F1 at
+    the decision rule (the argmax of the probabilities) and its support; a rare class (present, under
+    RARE_PREVALENCE of the rows) also gets its average precision (the ranking, independent of the threshold)
+    and bootstrap intervals for F1 and AP (`intervals=False` skips them, for per-epoch evaluations)."""
+    y = np.asarray(y)
     pred = proba.argmax(axis=1)
-    present = sorted(set(y.tolist()) | set(pred.tolist()))
-    p, r, f, s = precision_recall_fscore_support(y, pred, labels=list(range(len(labels))), zero_division=0)
+    every = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=every, zero_division=0)
     prefix = f"{split}_{task}"
     metrics = {
         f"{prefix}_accuracy": float(accuracy_score(y, pred)),
-        f"{prefix}_macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
-        f"{prefix}_weighted_f1": float(f1_score(y, pred, average="weighted", zero_division=0)),
+        f"{prefix}_macro_f1": float(f1_score(y, pred, labels=every, average="macro", zero_division=0)),
+        f"{prefix}_weighted_f1": float(f1_score(y, pred, labels=every, average="weighted", zero_division=0)),
         f"{prefix}_n": float(len(y)),
     }
     ece, reliability = expected_calibration_error(proba, y, bins)
     metrics[f"{prefix}_ece"] = ece
     eps = np.clip(proba, 1e-12, 1)
-    metrics[f"{prefix}_log_loss"] = float(log_loss(y, eps / eps.sum(axis=1, keepdims=True), labels=list(range(len(labels)))))
-    per_class = {}
+    metrics[f"{prefix}_log_loss"] = float(log_loss(y, eps / eps.sum(axis=1, keepdims=True), labels=every))
+    per_class, curves = {}, {}
     for j, lab in enumerate(labels):
-        if s[j] == 0 and j not in pred:
-            continue
-        metrics[f"{prefix}_precision_{lab}"] = float(p[j])
-        metrics[f"{prefix}_recall_{lab}"] = float(r[j])
-        metrics[f"{prefix}_f1_{lab}"] = float(f[j])
-        per_class[lab] = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j])}
+        row = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]),
+               "predicted": int((pred == j).sum())}
+        if 0 < s[j] < RARE_PREVALENCE * len(y):
+            row["ap"] = float(average_precision_score(y == j, proba[:, j]))
+            if intervals:
+                ci = bootstrap_interval(y, pred, proba[:, j], j)
+                row["f1_ci"], row["ap_ci"] = ci["f1"], ci["ap"]
+            prec, rec, thr = precision_recall_curve(y == j, proba[:, j])
+            curves[lab] = {"precision": prec.tolist(), "recall": rec.tolist(), "ap": row["ap"], "support": int(s[j]),
+                           "at_decision": (float(p[j]), float(r[j]))}
+        per_class[lab] = row
+        for k, v in row.items():
+            if isinstance(v, tuple):
+                metrics[f"{prefix}_{k.removesuffix('_ci')}_{lab}_ci_low"], metrics[f"{prefix}_{k.removesuffix('_ci')}_{lab}_ci_high"] = v
+            else:
+                metrics[f"{prefix}_{k}_{lab}"] = float(v)
     report = {
-        "split": split, "task": task, "n": int(len(y)), "labels": labels, "per_class": per_class,
-        "confusion": confusion_matrix(y, pred, labels=list(range(len(labels)))).tolist(),
+        "split": split, "task": task, "n": int(len(y)), "labels": labels, "per_class": per_class, "pr_curves": curves,
+        "confusion": confusion_matrix(y, pred, labels=every).tolist(),
         "reliability": reliability.to_dict(orient="records"),
         **{k.removeprefix(prefix + "_"): v for k, v in metrics.items()},
     }
@@ -126,6 +174,29 @@ def plot_calibration(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_precision_recall(report: dict, path: Path) -> bool:
+    """The precision-recall curve of each rare class, its AP and count, and the point the decision rule sits at.
+    False (nothing written) when the split has no rare class."""
+    if not report.get("pr_curves"):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for lab, c in report["pr_curves"].items():
+        line, = ax.step(c["recall"], c["precision"], where="post", label=f"{lab}: AP {c['ap']:.2f} (n={c['support']})")
+        prec, rec = c["at_decision"]
+        ax.plot([rec], [prec], "o", color=line.get_color())
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{report['split']} {report['task']}: precision-recall (dot: the decision rule)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def write_report(report: dict, path: Path) -> None:

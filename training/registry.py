@@ -1,8 +1,11 @@
 """`vigie register`: the best finished run -> a registered version -> the `champion` alias, behind a gate.
 
-The gate: the alias moves only when the candidate beats the current champion on the same metric, measured on
-the same dataset (same fingerprint). Otherwise nothing moves and the message says why. Aliases, not the
-deprecated stages. A version is only created for a run whose model artifacts are really there.
+The gate: the alias moves only when the candidate beats the current champion on the same metric, and only
+between runs that serve the same tasks (a topic-only run never replaces a champion with a stance head: its
+mean would average over topic alone). When the candidate was evaluated on another dataset (another
+fingerprint: new labels, say), the champion is scored again on the candidate's validation split, and the
+two are compared on that; the message says so. Otherwise nothing moves and the message says why. Aliases, not
+the deprecated stages. A version is only created for a run whose model artifacts are really there.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from training.errors import InputError
 
 ALIAS = "champion"
 FINGERPRINT_TAG = "vigie.dataset_fingerprint"
+TASKS_TAG = "vigie.tasks"  # the tasks a run's model serves (its trained heads)
+DATASET_PATH_TAG = "vigie.dataset_path"  # the built dataset folder a run was evaluated on
 
 
 @dataclass
@@ -37,14 +42,17 @@ def _experiments(client, name: str | None) -> list[str]:
     return [e.experiment_id for e in client.search_experiments()]
 
 
-def best_run(client, experiment_ids: list[str], metric: str):
+def best_run(client, experiment_ids: list[str], metric: str, tasks: str | None = None):
+    """The best finished run with a complete model; with `tasks`, among the runs serving exactly those tasks."""
     runs = client.search_runs(
         experiment_ids,
         filter_string=f"attributes.status = 'FINISHED' and metrics.`{metric}` > -1e30 and tags.`vigie.family` != ''",
         order_by=[f"metrics.`{metric}` DESC", "attributes.start_time DESC"],
-        max_results=50,
+        max_results=200,
     )
     runs = [r for r in runs if not r.data.tags.get("mlflow.parentRunId") or r.data.tags.get("vigie.sweep_trial")]
+    if tasks is not None:
+        runs = [r for r in runs if r.data.tags.get(TASKS_TAG) == tasks]
     for r in runs:
         if _model_uri_if_complete(client, r):
             return r
@@ -80,39 +88,88 @@ def register_best(experiment: str | None = None, metric: str = "validation_macro
 
 
 def _register_best(client, experiment: str | None, metric: str, name: str) -> RegisterResult:
-    candidate = best_run(client, _experiments(client, experiment), metric)
-    if candidate is None:
-        raise InputError(f"no finished run with metric '{metric}' and a complete model in {tracking.tracking_uri()}; run `vigie train` first")
-    score = candidate.data.metrics[metric]
-    fingerprint = candidate.data.tags.get(FINGERPRINT_TAG)
-    try:
-        client.create_registered_model(name, description="vigie: topic and stance toward the West of French news articles")
-    except MlflowException:
-        pass  # exists (or created concurrently)
     try:
         champ = client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
         champ = None
+    champ_run = client.get_run(champ.run_id) if champ is not None else None
+    champ_tasks = champ_run.data.tags.get(TASKS_TAG) if champ_run else None
+    experiments = _experiments(client, experiment)
+    candidate = best_run(client, experiments, metric, tasks=champ_tasks)
+    other = best_run(client, experiments, metric) if champ_tasks else None
+    if other is not None and other.data.tags.get(TASKS_TAG) == champ_tasks:
+        other = None
+    if other is not None and (candidate is None or other.data.metrics[metric] > candidate.data.metrics[metric]):
+        # the best run overall serves other tasks: say why it is not the one considered
+        why = (f"the best run {other.info.run_id} serves {other.data.tags.get(TASKS_TAG)}, the champion {name} "
+               f"v{champ.version} serves {champ_tasks}; only runs serving the same tasks are compared (a mean over "
+               "fewer tasks is not comparable)")
+        if candidate is None or candidate.info.run_id == champ.run_id:
+            return RegisterResult(False, champ.version if candidate else None, other.info.run_id, f"not promoted: {why}")
+    if candidate is None:
+        raise InputError(f"no finished run with metric '{metric}' and a complete model in {tracking.tracking_uri()}; run `vigie train` first")
+    score = candidate.data.metrics[metric]
+    try:
+        client.create_registered_model(name, description="vigie: topic and stance toward the West of French news articles")
+    except MlflowException:
+        pass  # exists (or created concurrently)
+    note = ""
     if champ is not None:
         if champ.run_id == candidate.info.run_id:
             return RegisterResult(False, champ.version, champ.run_id,
                                   f"champion unchanged: {name} v{champ.version} is already the best run ({metric} {score:.4f})")
-        champ_run = client.get_run(champ.run_id)
         champ_score = champ_run.data.metrics.get(metric)
-        champ_fp = champ_run.data.tags.get(FINGERPRINT_TAG)
-        if champ_fp != fingerprint:
-            return RegisterResult(False, None, candidate.info.run_id,
-                                  f"not promoted: best run {candidate.info.run_id} was evaluated on dataset {str(fingerprint)[:12]}, "
-                                  f"the champion {name} v{champ.version} on {str(champ_fp)[:12]}; scores on different data are not comparable")
+        if champ_run.data.tags.get(FINGERPRINT_TAG) != candidate.data.tags.get(FINGERPRINT_TAG):
+            champ_score = rescore_on_candidate_data(client, champ, candidate, metric)
+            note = (f" (the champion was scored again on the candidate's validation split, dataset "
+                    f"{candidate.data.tags.get(FINGERPRINT_TAG, '?')[:12]}: {champ_score:.4f})")
         if champ_score is not None and score <= champ_score:
             return RegisterResult(False, None, candidate.info.run_id,
                                   f"not promoted: best candidate run {candidate.info.run_id} has {metric} {score:.4f}, "
-                                  f"not better than champion {name} v{champ.version} ({champ_score:.4f})")
+                                  f"not better than champion {name} v{champ.version} ({champ_score:.4f}){note}")
     version = _version_for_run(client, name, candidate, metric)
     client.set_registered_model_alias(name, ALIAS, version.version)
-    before = f" (was v{champ.version}, {metric} {client.get_run(champ.run_id).data.metrics.get(metric):.4f})" if champ else ""
+    before = f" (was v{champ.version}, {metric} {champ_run.data.metrics.get(metric):.4f}){note}" if champ else ""
     return RegisterResult(True, version.version, candidate.info.run_id,
                           f"promoted: {name} v{version.version} is @{ALIAS}{before}: run {candidate.info.run_id}, {metric} {score:.4f}")
+
+
+def rescore_on_candidate_data(client, champ, candidate, metric: str) -> float:
+    """The champion's `metric` (the mean of its tasks' validation macro-F1) on the candidate's validation split,
+    read from the candidate's built dataset folder. InputError when that folder is gone or was rebuilt since."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    from datasets import load_from_disk
+
+    from training.data.dataset import label_names, task_data
+    from training.evaluate import evaluate_task, selection_metric
+
+    folder = Path(candidate.data.tags.get(DATASET_PATH_TAG, ""))
+    stats = folder / "stats.json"
+    want = candidate.data.tags.get(FINGERPRINT_TAG)
+    if not stats.is_file() or json.loads(stats.read_text()).get("fingerprint") != want:
+        raise InputError(f"cannot compare run {candidate.info.run_id} with the champion: it was evaluated on dataset "
+                         f"{str(want)[:12]}, which is no longer at '{folder}' (rebuild it with the run's config, or "
+                         "evaluate both on one dataset)")
+    if metric != "validation_macro_f1_mean":
+        raise InputError(f"--metric {metric}: the champion can be scored again on another dataset only for "
+                         "validation_macro_f1_mean")
+    dsd = load_from_disk(str(folder))
+    model = load_model(f"models:/{champ.name}/{champ.version}")
+    tasks = client.get_run(champ.run_id).data.tags.get(TASKS_TAG, "").split(",")
+    labels = label_names(dsd)
+    metrics = {}
+    for task in tasks:
+        d = task_data(dsd["validation"], task)
+        if not len(d.y):
+            continue
+        sources = dict(zip(dsd["validation"]["id"], dsd["validation"]["source"]))
+        pred = model.predict(pd.DataFrame({"text": d.texts, "date": d.dates, "source": [sources[i] for i in d.ids]}))
+        proba = pred[[f"{task}_proba_{lab}" for lab in labels[task]]].to_numpy(dtype=float)
+        metrics.update(evaluate_task("validation", task, d.y, proba, labels[task], intervals=False)[0])
+    return selection_metric(metrics, tasks)
 
 
 def _version_for_run(client, name: str, run, metric: str):

@@ -24,6 +24,7 @@ from training.evaluate import (
     evaluate_task,
     plot_calibration,
     plot_confusion,
+    plot_precision_recall,
     selection_metric,
     worst_examples,
     write_report,
@@ -76,6 +77,7 @@ def evaluate_and_log(task: str, labels: list[str], scored: dict[str, tuple[TaskD
         write_report(report, out / "reports" / f"metrics_{split}_{task}.json")
         plot_confusion(report, out / "figures" / f"confusion_{split}_{task}.png")
         plot_calibration(report, out / "figures" / f"calibration_{split}_{task}.png")
+        plot_precision_recall(report, out / "figures" / f"precision_recall_{split}_{task}.png")
         worst_examples(data.ids, data.texts, data.y, proba, labels, cfg.evaluate.worst_examples).to_csv(
             out / "reports" / f"worst_{split}_{task}.csv", index=False)
     return metrics
@@ -93,6 +95,7 @@ def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
         "vigie.tasks": ",".join(family.tasks(cfg.model)),
         "vigie.dataset": cfg.data.name,
         "vigie.dataset_fingerprint": stats["fingerprint"],
+        "vigie.dataset_path": str(data_path.resolve()),
         "vigie.config_path": cfg.config_path or "",
         "vigie.git_commit": tracking.git_commit(),
     }
@@ -116,6 +119,7 @@ def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
                          data_path=data_path, boilerplate=read_boilerplate(data_path),
                          log_metrics=tracking.log_metrics, trial_callback=trial_callback)
         result = family.fit(ctx)
+        tracking.set_tags({"vigie.tasks": ",".join(result.tasks)})  # the heads it trained: what the model serves
 
         t0 = time.time()
         eval_splits = list(dict.fromkeys(["validation", *cfg.evaluate.splits]))

@@ -78,7 +78,7 @@ def compute_metrics(heads: list[str], labels: dict[str, list[str]]) -> Callable:
             if not keep.any():
                 continue
             m, _ = evaluate_task("validation", task, y[keep], softmax(np.asarray(lg, dtype=np.float64)[keep], axis=1),
-                                 labels[task])
+                                 labels[task], intervals=False)
             out[f"{task}_macro_f1"] = m[f"validation_{task}_macro_f1"]
             out[f"{task}_accuracy"] = m[f"validation_{task}_accuracy"]
         f1s = [v for k, v in out.items() if k.endswith("_macro_f1")]

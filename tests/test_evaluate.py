@@ -1,0 +1,53 @@
+"""Metrics that do not move with which classes happen to be present, and figures for the rare ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score
+
+from training.evaluate import evaluate_task, plot_precision_recall
+
+LABELS = ["anti_occident", "neutre", "pro_occident"]
+
+
+def onehot(pred, k=3, p=0.9):
+    out = np.full((len(pred), k), (1 - p) / (k - 1))
+    out[np.arange(len(pred)), pred] = p
+    return out
+
+
+def test_macro_f1_is_over_every_label_of_the_task_even_absent_ones():
+    """The bug of the old metric: averaged over the classes true or predicted, one wrong `pro_occident`
+    prediction on a split without `pro_occident` moved macro-F1 from 0.78 to 0.52. Over every label it moves by
+    one row's worth."""
+    y = np.array([0] * 5 + [1] * 95)
+    right = np.array([0] * 3 + [1] * 2 + [1] * 95)
+    one_pro = right.copy()
+    one_pro[10] = 2
+    m_right, _ = evaluate_task("validation", "stance", y, onehot(right), LABELS)
+    m_pro, _ = evaluate_task("validation", "stance", y, onehot(one_pro), LABELS)
+    for m, pred in ((m_right, right), (m_pro, one_pro)):
+        assert m["validation_stance_macro_f1"] == pytest.approx(
+            f1_score(y, pred, labels=[0, 1, 2], average="macro", zero_division=0))
+    assert m_right["validation_stance_macro_f1"] - m_pro["validation_stance_macro_f1"] < 0.01
+    # every class is reported, with its count, also the one absent from the split
+    assert m_right["validation_stance_support_pro_occident"] == 0
+    assert m_right["validation_stance_f1_pro_occident"] == 0
+    assert m_pro["validation_stance_predicted_pro_occident"] == 1
+
+
+def test_a_rare_class_gets_average_precision_intervals_and_a_curve(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 8 + [1] * 192)
+    score = np.where(y == 0, rng.uniform(0.3, 1.0, len(y)), rng.uniform(0.0, 0.6, len(y)))
+    proba = np.column_stack([score, 1 - score, np.zeros(len(y))])
+    m, report = evaluate_task("validation", "stance", y, proba, LABELS)
+    assert m["validation_stance_ap_anti_occident"] == pytest.approx(average_precision_score(y == 0, score))
+    low, high = m["validation_stance_f1_anti_occident_ci_low"], m["validation_stance_f1_anti_occident_ci_high"]
+    assert 0 <= low <= m["validation_stance_f1_anti_occident"] <= high <= 1 and high - low > 0.05
+    assert m["validation_stance_ap_anti_occident_ci_low"] <= m["validation_stance_ap_anti_occident"]
+    assert "validation_stance_ap_neutre" not in m  # not rare: its F1 says enough
+    assert plot_precision_recall(report, tmp_path / "pr.png") and (tmp_path / "pr.png").stat().st_size > 1000
+    _, common = evaluate_task("validation", "stance", np.array([0, 1] * 50), onehot(np.array([0, 1] * 50)), LABELS)
+    assert not plot_precision_recall(common, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
