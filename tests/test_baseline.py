@@ -129,3 +129,53 @@ def test_date_weight_lets_the_model_read_when_a_section_existed():
            {"text_only": text_only, "dated": dated}.items()}
     assert acc["dated"] > 0.95 and acc["text_only"] < 0.8
     assert "date__date>=2018-01" in set(top_features(dated, ["sport", "eco", "old"], 40)["feature"])
+
+
+# --- stance: evidence sentences -------------------------------------------------------------------------------
+
+
+def _evidence_corpus(n_neutral=60, n_anti=12):
+    rng = np.random.default_rng(0)
+    filler = ["Le conseil municipal a voté le budget.", "La météo sera clémente demain.", "Le match a fini sur un nul.",
+              "Les ventes de voitures progressent.", "Un festival ouvre ses portes samedi."]
+    texts, evidence, y = [], [], []
+    for i in range(n_neutral):
+        body = " ".join(rng.choice(filler, 3))
+        texts.append(f"Titre neutre {i}\nUn chapeau sans histoire.\n{body}")
+        evidence.append([])
+        y.append(1)
+    for i in range(n_anti):
+        quote = f"Le ministre dénonce l'ingérence occidentale et l'arrogance de Washington numéro {i}."
+        texts.append(f"Titre {i}\nUn chapeau.\n{rng.choice(filler)} {quote}")
+        evidence.append([quote])
+        y.append(0)
+    return texts, evidence, np.array(y)
+
+
+def test_evidence_sentences_score_the_quoted_kind_of_sentence_and_cross_fit_the_training_rows():
+    from training.models.baseline import EvidenceSentences, frame
+
+    texts, evidence, y = _evidence_corpus()
+    X = frame(texts, None, evidence)
+    est = EvidenceSentences(neutral=1, folds=3, random_state=0)
+    crossed = est.fit_transform(X, y).toarray()
+    insample = est.transform(X).toarray()
+    assert crossed.shape == (len(y), 3) and not np.allclose(crossed, insample)  # training rows are cross-fitted
+    # the anti articles' highest sentence score is well above the neutral ones', out of fold too
+    assert crossed[y == 0, 1].min() > crossed[y == 1, 1].max()
+    new = "Un titre\nUn chapeau.\nLa météo sera clémente demain. Le président dénonce l'ingérence occidentale de Washington."
+    top = est.top_sentences([new], stance=0, k=2)[0]
+    assert top[0]["sentence"] == "Le président dénonce l'ingérence occidentale de Washington."
+    assert top[0]["score"] > top[1]["score"] and len(top) == 2
+    assert est.top_sentences([new], stance=2) == [[]]  # a stance the model never saw: nothing made up
+
+
+def test_class_bias_can_target_one_class_f1():
+    from training.models.baseline import class_f1, fit_class_bias
+
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 20 + [1] * 480)
+    scores = np.column_stack([np.where(y == 0, rng.normal(0.0, 1, 500), rng.normal(-1.5, 1, 500)), np.zeros(500)])
+    before = class_f1(y, scores.argmax(1), 0)
+    bias = fit_class_bias(scores, y, target=0)
+    assert class_f1(y, (scores + bias).argmax(1), 0) > before

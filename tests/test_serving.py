@@ -67,6 +67,35 @@ def test_the_champion_honours_the_contract(use_trained_store):
     assert len(batch) == 7
 
 
+def test_stance_evidence_comes_from_the_article_body(use_trained_store):
+    """The sentences behind a stance decision are the article's own (never the site's furniture), at most three,
+    best first; a neutral decision has none; the served column is the same list as JSON."""
+    import numpy as np
+
+    from training.models.contract import prepare_text
+
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    pm = model.unwrap_python_model()
+    raw = SEED.read_text(encoding="utf-8")
+    prepared = prepare_text(raw, boilerplate=pm.boilerplate)
+    labels = pm.meta["labels"]["stance"]
+    anti = {"stance": (labels, np.array([[1.0, 0.0, 0.0]]))}
+    ev = pm.scorer.evidence([prepared], anti)[0]
+    assert 1 <= len(ev) <= 3
+    body = prepared.split("\n", 1)[1]
+    assert all(e["sentence"] in body and 0 <= e["score"] <= 1 for e in ev)
+    assert not any(f in e["sentence"] for e in ev for f in ("LEAVE A REPLY", "Advertisement", "Articles Liés"))
+    assert [e["score"] for e in ev] == sorted((e["score"] for e in ev), reverse=True)
+    assert pm.scorer.evidence([prepared], {"stance": (labels, np.array([[0.0, 1.0, 0.0]]))}) == [[]]
+    out = model.predict(pd.DataFrame({"text": [raw]}))
+    served = json.loads(out.loc[0, "stance_evidence"])
+    if out.loc[0, "stance"] == "neutre":
+        assert served == []
+    else:
+        decided = {"stance": (labels, out[[f"stance_proba_{lab}" for lab in labels]].to_numpy(dtype=float))}
+        assert served == pm.scorer.evidence([prepared], decided)[0]
+
+
 def test_a_model_without_a_stance_head_says_so(use_trained_store):
     runs = mlflow.search_runs(experiment_names=["vigie-worse"])
     if not len(runs):
@@ -74,6 +103,7 @@ def test_a_model_without_a_stance_head_says_so(use_trained_store):
     model = mlflow.pyfunc.load_model(runs.iloc[0]["tags.vigie.model_uri"])
     out = model.predict(pd.DataFrame({"text": [SEED.read_text()]}))
     assert out.iloc[0]["stance"] is None and out.iloc[0]["topic"]
+    assert out.iloc[0]["stance_evidence"] is None  # no stance head, no made-up evidence
 
 
 def test_predict_cli_on_seeds_and_a_thousand_articles(use_trained_store, tmp_path):
@@ -92,7 +122,10 @@ def test_predict_cli_on_seeds_and_a_thousand_articles(use_trained_store, tmp_pat
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 1001
     assert lines[0]["id"] == "000_e3005b3932ea3b15"
-    assert set(lines[1]) >= {"id", "topic", "topic_score", "stance", "stance_score"}
+    assert set(lines[1]) >= {"id", "topic", "topic_score", "stance", "stance_score", "stance_evidence"}
+    for row in lines:  # a list: the sentences behind a non-neutral stance, none for neutre
+        assert isinstance(row["stance_evidence"], list)
+        assert (row["stance"] == "neutre") == (row["stance_evidence"] == [])
     assert "skipped 1" in p.stderr and "empty file" in p.stderr
     assert "1 article(s) with a date that is not YYYY-MM-DD" in p.stderr and "'hier'" in p.stderr
 

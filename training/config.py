@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from training.data.schema import ORANGESUM_SECTIONS, Strict
+from training.data.schema import ORANGESUM_SECTIONS, Strict, off_or_folds
 from training.errors import ConfigError
 from training.models import families
 from training.models.family import ModelConfig
@@ -93,6 +93,13 @@ class EvaluateConfig(Strict):
     worst_examples: int = Field(25, ge=0)
     top_features: int = Field(20, ge=0)
     calibration_bins: int = Field(10, ge=2)
+    # > 0: also evaluate out-of-fold predictions over the train labels of `oof_tasks` (figures named `oof_*`):
+    # a rare class has a handful of validation rows, its train labels are many times more. The family refits its
+    # whole model per fold (decision rule included: nested), so this costs `oof_folds` fits
+    oof_folds: int = Field(0, ge=0, le=20)
+    oof_tasks: list[Literal["topic", "stance"]] = ["stance"]
+
+    _oof_folds = field_validator("oof_folds")(off_or_folds)
 
 
 class SweepParam(Strict):

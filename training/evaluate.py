@@ -130,7 +130,7 @@ def worst_examples(ids: list[str], texts: list[str], y: np.ndarray, proba: np.nd
     })
 
 
-def _pyplot():
+def headless_pyplot():
     """matplotlib's pyplot on the file-only backend (runs on servers and in CI, no display)."""
     import matplotlib
 
@@ -141,7 +141,7 @@ def _pyplot():
 
 
 def plot_confusion(report: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = headless_pyplot()
     cm = np.asarray(report["confusion"], dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     labels = report["labels"]
@@ -162,7 +162,7 @@ def plot_confusion(report: dict, path: Path) -> None:
 
 
 def plot_calibration(report: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = headless_pyplot()
     rel = pd.DataFrame(report["reliability"])
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
@@ -181,7 +181,7 @@ def plot_precision_recall(report: dict, path: Path) -> bool:
     False (nothing written) when the split has no rare class."""
     if not report.get("pr_curves"):
         return False
-    plt = _pyplot()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for lab, c in report["pr_curves"].items():
         line, = ax.step(c["recall"], c["precision"], where="post", label=f"{lab}: AP {c['ap']:.2f} (n={c['support']})")

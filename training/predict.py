@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from training.io import jsonl_text, write_jsonl
 from training.models.contract import iso_date
 from training.registry import load_model
 
-OUTPUT_FIELDS = ("topic", "topic_score", "stance", "stance_score")
+OUTPUT_FIELDS = ("topic", "topic_score", "stance", "stance_score", "stance_evidence")
 
 
 def predict_paths(paths: list[str], model_uri: str, output: str | None = None, batch_size: int = 256) -> int:
@@ -34,6 +35,8 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
         pred = model.predict(pd.DataFrame({"text": [a.text for a in batch], "date": dates[k : k + batch_size]}))
         for a, row in zip(batch, pred.to_dict(orient="records")):
             rec = {"id": a.id, **{f: row.get(f) for f in OUTPUT_FIELDS}}
+            if rec.get("stance_evidence") is not None:  # a JSON list in the served frame; a list in JSONL
+                rec["stance_evidence"] = json.loads(rec["stance_evidence"])
             if a.path:
                 rec["path"] = a.path
             rows.append(rec)

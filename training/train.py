@@ -124,13 +124,19 @@ def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
         t0 = time.time()
         eval_splits = list(dict.fromkeys(["validation", *cfg.evaluate.splits]))
         scored = score_splits(result.scorer, dsd, result.tasks, eval_splits, cfg.train.max_eval_rows) if result.tasks else {}
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {"predict_seconds": time.time() - t0}
         for task in result.tasks:
             metrics.update(evaluate_and_log(task, labels[task], scored[task], out, cfg))
+        cross_val = getattr(family, "cross_val_proba", None)  # optional: families cheap enough to refit per fold
+        if cfg.evaluate.oof_folds and cross_val is not None:
+            for task in (t for t in cfg.evaluate.oof_tasks if t in result.tasks):
+                _say(f"[{task}] out-of-fold predictions over the train labels ({cfg.evaluate.oof_folds} folds) ...")
+                got = cross_val(ctx, task, cfg.evaluate.oof_folds)
+                if got is not None:
+                    metrics.update(evaluate_and_log(task, labels[task], {"oof": got}, out, cfg))
         mean = selection_metric(metrics, result.tasks)
         if mean is not None:
             metrics["validation_macro_f1_mean"] = mean
-        metrics["predict_seconds"] = time.time() - t0
         metrics.update(result.extra_metrics)
         # one step after the family's last curve point: MLflow's latest value of a metric is the one at the
         # highest step, so the run's headline (and the registry gate that reads it) is the evaluated model's

@@ -210,6 +210,7 @@ def article_row(a: Article, body: str, topic: str, inputs: Inputs, boiler: Boile
         "origin_split": a.origin_split or "", "topic": topic,
         "stance": STANCES.index(stance) if stance else -1,
         "stance_stratum": ann.stratum if ann else ("sidecar" if stance else ""),
+        "stance_evidence": list(ann.evidence) if ann else [],  # the annotators' verbatim sentences
     }
 
 
@@ -342,20 +343,22 @@ def collapse_exact_copies(rows: list[dict], idx: list[int], exact_of: list[int],
             keep[i] = False
             counts["exact_copies_removed"] += 1
             if rows[j]["stance"] == -1 and rows[i]["stance"] != -1:
-                rows[j]["stance"], rows[j]["stance_stratum"] = rows[i]["stance"], rows[i]["stance_stratum"]
+                for key in ("stance", "stance_stratum", "stance_evidence"):
+                    rows[j][key] = rows[i][key]
 
 
 # --- 6. stats and write ---------------------------------------------------------------------------------
 
 
 def to_dataset_dict(by_split: dict[str, list[dict]], topics: list[str]):
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
     features = Features({
         "id": Value("string"), "title": Value("string"), "abstract": Value("string"), "body": Value("string"),
         "text": Value("string"), "source": Value("string"), "section": Value("string"), "date": Value("string"),
         "url": Value("string"), "origin_split": Value("string"), "group": Value("string"),
         "topic": ClassLabel(names=topics), "stance": ClassLabel(names=list(STANCES)), "stance_stratum": Value("string"),
+        "stance_evidence": List(Value("string")),
     })
     def column(rows: list[dict], c: str) -> list:
         return [topics.index(r[c]) for r in rows] if c == "topic" else [r[c] for r in rows]

@@ -157,6 +157,20 @@ def clean_title(text: str) -> str:
     return " ".join(repair_glued_sentences(normalize_chars(text)).split())
 
 
+# A sentence ends at . ! ? … (or a closing quote after one) followed by a space and an uppercase letter, a digit or
+# an opening quote; "M. Dupont" and "U.S.A." are left whole (an uppercase letter before the dot).
+_SENTENCE_END = re.compile(r"(?<=[a-zà-öø-ÿœ0-9%)\]»\"”][.!?…])\s+(?=[«\"“A-ZÀ-ÖØ-ÞŒ0-9])|(?<=[.!?…][»\"”])\s+(?=[«\"“A-ZÀ-ÖØ-ÞŒ])")
+
+
+def sentences(text: str) -> list[tuple[int, str]]:
+    """A model input text's sentences as (line number, sentence): line 0 is the title, line 1 the lead (in the
+    build's texts), the rest the body's paragraphs. Sentences never span lines."""
+    out = []
+    for i, line in enumerate(text.split("\n")):
+        out += [(i, s.strip()) for s in _SENTENCE_END.split(line) if s.strip()]
+    return out
+
+
 def split_title(text: str) -> tuple[str, str]:
     """A raw article as one text -> (its first non-empty line, the rest): the title-on-line-one convention of
     `.txt` files and of the served `text` column."""

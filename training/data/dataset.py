@@ -56,13 +56,15 @@ class TaskData:
     texts: list[str]
     y: np.ndarray
     dates: list[str | None]
+    evidence: list[list[str]]  # the annotators' sentences behind a stance label ([] elsewhere)
 
 
 def task_data(split, task: str, max_rows: int | None = None) -> TaskData:
     keep = labelled_rows(split, task, max_rows)
     sub = split.select(keep)
+    evidence = list(sub["stance_evidence"]) if "stance_evidence" in sub.column_names else [[] for _ in keep]
     return TaskData(list(sub["id"]), list(sub["text"]), np.asarray(sub[task], dtype=np.int64),
-                    [d or None for d in sub["date"]])
+                    [d or None for d in sub["date"]], evidence)
 
 
 def multitask_rows(split, tasks: list[str], max_rows: int | None, mask_outside: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:

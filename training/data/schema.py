@@ -22,6 +22,7 @@ from training.io import read_jsonl
 
 TASKS = ("topic", "stance")
 STANCES = ("anti_occident", "neutre", "pro_occident")
+NEUTRAL = "neutre"  # the stance that takes no position (no evidence, nothing to explain)
 Stance = Literal["anti_occident", "neutre", "pro_occident"]
 ORANGESUM_SECTIONS = (
     "auto", "france", "monde", "politique", "societe/culture", "societe/environnement", "societe/fait-divers",
@@ -36,6 +37,13 @@ class Strict(BaseModel):
     """A record or config section that refuses unknown keys (a typo is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def off_or_folds(v: int) -> int:
+    """A config's fold count: 0 (off) or at least 2 (one fold has nothing to hold out)."""
+    if v == 1:
+        raise ValueError("must be 0 (off) or at least 2 folds")
+    return v
 
 
 class Vote(BaseModel):

@@ -28,6 +28,7 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
+from training.data.schema import NEUTRAL
 from training.models.contract import iso_date
 
 if TYPE_CHECKING:
@@ -103,6 +104,123 @@ class PublicationMonth(TransformerMixin, BaseEstimator):
         return np.array([f"date>={m // 12}-{m % 12 + 1:02d}" for m in range(self.first_ + 1, self.last_ + 1)], dtype=object)
 
 
+class EvidenceSentences(TransformerMixin, BaseEstimator):
+    """Sentence-level stance scores as article features, learned from the evidence the annotators quoted.
+
+    Training sentences: the evidence sentences of each non-neutral article (labelled with its stance) against
+    the sentences of neutral articles (at most `max_neutral` of them, sampled). A TF-IDF + logistic regression
+    scores every sentence of an article; its features are, per non-neutral class, the highest sentence
+    probability in the title and lead (the guidelines' prominence rule), the highest anywhere, and the mean of
+    the three highest. `top_sentences` gives the sentences behind the score: the served `stance_evidence`.
+
+    Input: a frame with `text` (model input text: title on line 0, lead on line 1) and `evidence` (a list of
+    sentences on training rows; empty at serving). The training rows' own features are cross-fitted
+    (`fit_transform` scores each fold with a model that never saw its evidence, as scikit-learn's TargetEncoder
+    does), so the classifier on top does not learn to trust scores that saw the answer."""
+
+    def __init__(self, neutral: int = 1, C: float = 4.0, folds: int = 3, max_neutral: int = 30_000,
+                 weight: float = 1.0, random_state: int = 0):
+        self.neutral = neutral
+        self.C = C
+        self.folds = folds
+        self.max_neutral = max_neutral
+        self.weight = weight
+        self.random_state = random_state
+
+    def _training_sentences(self, texts: list[str], evidence: list, y: np.ndarray) -> tuple[list[str], np.ndarray]:
+        from training.data.cleaning import sentences
+
+        sents, labels = [], []
+        neutral = [s for t, c in zip(texts, y) if c == self.neutral for _, s in sentences(t)]
+        rng = np.random.default_rng(self.random_state)
+        if len(neutral) > self.max_neutral:
+            neutral = [neutral[i] for i in sorted(rng.choice(len(neutral), self.max_neutral, replace=False))]
+        sents += neutral
+        labels += [self.neutral] * len(neutral)
+        for ev, c in zip(evidence, y):
+            if c != self.neutral:
+                sents += [e for e in (ev if isinstance(ev, (list, tuple, np.ndarray)) else []) if e]
+                labels += [c] * sum(1 for e in (ev if isinstance(ev, (list, tuple, np.ndarray)) else []) if e)
+        return sents, np.asarray(labels)
+
+    def _fit_model(self, texts, evidence, y):
+        sents, labels = self._training_sentences(texts, evidence, y)
+        if len(set(labels.tolist())) < 2:
+            return None
+        vec = TfidfVectorizer(preprocessor=FrenchPreprocessor(0), ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                              dtype=np.float32)
+        clf = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
+        return Pipeline([("tfidf", vec), ("clf", clf)]).fit(sents, labels)
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.stances_ = [int(c) for c in np.unique(y) if c != self.neutral]
+        self.model_ = self._fit_model(_column(X["text"]), _column(X["evidence"]), y)
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        y = np.asarray(y)
+        self.fit(X, y)
+        texts, evidence = _column(X["text"]), _column(X["evidence"])
+        out = np.zeros((len(texts), 3 * len(self.stances_)), dtype=np.float32)
+        counts = np.bincount(y)
+        folds = int(min(self.folds, counts[counts > 0].min())) if len(counts) else 0
+        if folds < 2:
+            return sp.csr_matrix(out)
+        split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state).split(texts, y)
+        for tr, te in split:
+            model = self._fit_model([texts[i] for i in tr], [evidence[i] for i in tr], y[tr])
+            out[te] = self._features(model, [texts[i] for i in te])
+        return sp.csr_matrix(out)
+
+    def transform(self, X):
+        return sp.csr_matrix(self._features(self.model_, _column(X["text"])))
+
+    def _scored(self, model, texts: list[str]) -> list[tuple[list[tuple[int, str]], np.ndarray]]:
+        """Per text: its sentences and their [n_sentences, n_stances] probabilities (stances in self.stances_)."""
+        from training.data.cleaning import sentences
+
+        split = [sentences(t) for t in texts]
+        flat = [s for ss in split for _, s in ss]
+        if model is None or not flat:
+            return [(ss, np.zeros((len(ss), len(self.stances_)))) for ss in split]
+        cols = [list(model.classes_).index(c) if c in model.classes_ else None for c in self.stances_]
+        p = model.predict_proba(flat)
+        probs = np.column_stack([p[:, c] if c is not None else np.zeros(len(flat)) for c in cols])
+        out, k = [], 0
+        for ss in split:
+            out.append((ss, probs[k : k + len(ss)]))
+            k += len(ss)
+        return out
+
+    def _features(self, model, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 3 * len(self.stances_)), dtype=np.float32)
+        for i, (ss, probs) in enumerate(self._scored(model, texts)):
+            if not len(ss):
+                continue
+            head = np.array([line <= 1 for line, _ in ss])
+            for j in range(len(self.stances_)):
+                col = probs[:, j]
+                top = np.sort(col)[::-1][:3]
+                out[i, 3 * j : 3 * j + 3] = (col[head].max() if head.any() else 0.0, col.max(), top.mean())
+        return out * np.float32(self.weight)
+
+    def top_sentences(self, texts: list[str], stance: int, k: int = 3, min_score: float = 0.0) -> list[list[dict]]:
+        """Per text, the k sentences with the highest probability of `stance` (a class position), with it."""
+        if stance not in self.stances_:
+            return [[] for _ in texts]
+        j = self.stances_.index(stance)
+        out = []
+        for ss, probs in self._scored(self.model_, texts):
+            order = np.argsort(-probs[:, j], kind="stable")[:k] if len(ss) else []
+            out.append([{"sentence": ss[i][1], "score": round(float(probs[i, j]), 4)} for i in order
+                        if probs[i, j] >= min_score])
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array([f"evidence_{c}_{f}" for c in self.stances_ for f in ("head_max", "max", "top3")], dtype=object)
+
+
 def _margins(estimator, X) -> np.ndarray:
     """Decision scores as an [n, k] matrix; a binary model's single margin d becomes [0, d]. A model without
     margins (ComplementNB) gives its log-probabilities."""
@@ -158,20 +276,32 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     return float(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean())
 
 
-def fit_class_bias(scores: np.ndarray, y: np.ndarray, steps: int = 21, max_rounds: int = 5) -> np.ndarray:
-    """One additive bias per class maximising macro-F1 of argmax(scores + bias): coordinate ascent over a grid
-    of +-1 standard deviation of the scores, class by class, until a round changes nothing."""
+def class_f1(y: np.ndarray, pred: np.ndarray, j: int) -> float:
+    tp = np.sum((y == j) & (pred == j))
+    denom = np.sum(y == j) + np.sum(pred == j)
+    return float(2 * tp / denom) if denom else 0.0
+
+
+def fit_class_bias(scores: np.ndarray, y: np.ndarray, steps: int = 21, max_rounds: int = 5,
+                   target: int | None = None) -> np.ndarray:
+    """One additive bias per class maximising macro-F1 of argmax(scores + bias) (or, with `target`, the F1 of
+    that class position): coordinate ascent over a grid of +-1 standard deviation of the scores, class by
+    class, until a round changes nothing."""
     k = scores.shape[1]
     grid = np.linspace(-1.0, 1.0, steps) * (scores.std() or 1.0)
     bias = np.zeros(k)
-    best = macro_f1(y, scores.argmax(1), k)
+
+    def objective(pred: np.ndarray) -> float:
+        return macro_f1(y, pred, k) if target is None else class_f1(y, pred, target)
+
+    best = objective(scores.argmax(1))
     for _ in range(max_rounds):
         changed = False
         for j in range(k):
             for g in grid:
                 trial = bias.copy()
                 trial[j] = g
-                f = macro_f1(y, (scores + trial).argmax(1), k)
+                f = objective((scores + trial).argmax(1))
                 if f > best + 1e-12:
                     best, bias, changed = f, trial, True
         if not changed:
@@ -190,11 +320,13 @@ class ClassBias(BaseEstimator, ClassifierMixin):
     Balanced class weights equalise each class's share of the loss, not its F1; the bias moves each class's
     threshold to where its precision/recall trade-off is best. The fold fits and the final fit run in parallel."""
 
-    def __init__(self, estimator=None, folds: int = 3, n_jobs: int | None = None, random_state: int = 0):
+    def __init__(self, estimator=None, folds: int = 3, n_jobs: int | None = None, random_state: int = 0,
+                 target=None):
         self.estimator = estimator
         self.folds = folds
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.target = target  # None: macro-F1; a class label: that class's F1
 
     def fit(self, X, y):
         y = np.asarray(y)
@@ -215,7 +347,10 @@ class ClassBias(BaseEstimator, ClassifierMixin):
             oof = np.zeros((len(y), len(self.classes_)))
             for (_, te), (_, scores) in zip(jobs[1:], fitted[1:]):
                 oof[te] = scores
-            self.bias_ = fit_class_bias(oof, y_idx)
+            target = None
+            if self.target is not None and self.target in self.classes_:
+                target = int(np.flatnonzero(self.classes_ == self.target)[0])
+            self.bias_ = fit_class_bias(oof, y_idx, target=target)
         return self
 
     def decision_function(self, X):
@@ -230,7 +365,8 @@ class ClassBias(BaseEstimator, ClassifierMixin):
         return softmax(self.decision_function(X), axis=1)
 
 
-def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = None) -> Pipeline:
+def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = None,
+                   classes: list[str] | None = None) -> Pipeline:
     """n_jobs: processes for fitting (the vectorisers side by side, the class-bias folds); `fit_task` sets them
     back to one before the pipeline is saved, so that serving never spawns workers."""
     vectorizers = [(
@@ -251,6 +387,12 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = 
         ))
     if cfg.date_weight:
         vectorizers.append(("date", PublicationMonth(cfg.date_weight), "date"))
+    if cfg.evidence_weight:
+        if not classes or NEUTRAL not in classes:
+            raise ValueError(f"evidence features need the task's labels to hold {NEUTRAL!r} (got {classes})")
+        neutral = classes.index(NEUTRAL)
+        vectorizers.append(("evidence", EvidenceSentences(neutral=neutral, C=cfg.evidence_C, weight=cfg.evidence_weight,
+                                                          random_state=seed), ["text", "evidence"]))
     columns = ColumnTransformer(vectorizers, sparse_threshold=1.0, n_jobs=n_jobs if len(vectorizers) > 1 else None)
     if cfg.classifier == "linear_svc":
         clf = LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, tol=cfg.tol, random_state=seed)
@@ -260,20 +402,30 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = 
     else:
         clf = ComplementNB(alpha=cfg.alpha)
     if cfg.class_bias_folds:
-        clf = ClassBias(clf, cfg.class_bias_folds, n_jobs=n_jobs, random_state=seed)
+        target = None
+        if cfg.bias_target != "macro_f1":
+            if not classes or cfg.bias_target not in classes:
+                raise ValueError(f"bias_target {cfg.bias_target!r} is not a label of the task ({classes})")
+            target = classes.index(cfg.bias_target)
+        clf = ClassBias(clf, cfg.class_bias_folds, n_jobs=n_jobs, random_state=seed, target=target)
     if cfg.classifier == "linear_svc":
         clf = TemperatureSoftmax(clf)
     return Pipeline([("features", columns), ("clf", clf)])
 
 
-def frame(texts: list[str], dates: list[str | None] | None = None) -> pd.DataFrame:
-    """The pipelines' input: `text`, and `date` ('YYYY-MM-DD' or None) for the models that use it."""
-    return pd.DataFrame({"text": texts, "date": dates if dates is not None else [None] * len(texts)})
+def frame(texts: list[str], dates: list[str | None] | None = None, evidence: list[list[str]] | None = None) -> pd.DataFrame:
+    """The pipelines' input: `text`, `date` ('YYYY-MM-DD' or None) for the models that use it, and `evidence`
+    (the annotators' sentences, training rows only: empty lists when predicting)."""
+    n = len(texts)
+    return pd.DataFrame({"text": texts, "date": dates if dates is not None else [None] * n,
+                         "evidence": evidence if evidence is not None else [[] for _ in range(n)]})
 
 
 def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed: int = 0,
-             n_jobs: int | None = None, dates: list[str | None] | None = None) -> Pipeline:
-    pipe = build_pipeline(cfg, seed, n_jobs).fit(frame(texts, dates), labels)
+             n_jobs: int | None = None, dates: list[str | None] | None = None,
+             evidence: list[list[str]] | None = None, classes: list[str] | None = None) -> Pipeline:
+    """classes: the task's label names (class positions index them), for a bias target or the evidence features."""
+    pipe = build_pipeline(cfg, seed, n_jobs, classes).fit(frame(texts, dates, evidence), labels)
     return pipe.set_params(**{k: None for k in pipe.get_params() if k.endswith("n_jobs")})
 
 

@@ -12,9 +12,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
-from training.data.schema import TASKS, Strict
+from training.data.schema import NEUTRAL, TASKS, Strict, off_or_folds
+from training.errors import ConfigError
 from training.models.family import FitContext, FitResult, ModelConfig, Probabilities, write_meta
 
 NAME = "baseline"
@@ -42,6 +44,11 @@ class BaselineTaskConfig(Strict):
     # > 0: that many folds of out-of-fold decision scores on the training rows fit one additive bias per class
     # that maximises macro-F1 (the metric balanced class weights only approximate); 0: no bias
     class_bias_folds: int = Field(0, ge=0, le=20)
+    # the decision rule the class biases are fitted for: macro-F1, or the F1 of one label (a rare class)
+    bias_target: str = "macro_f1"
+    # > 0: sentence-level scores learned from the annotators' evidence sentences, at this weight (stance)
+    evidence_weight: float = Field(0.0, ge=0, le=10)
+    evidence_C: float = Field(4.0, gt=0)
     # > 0: the publication month as features, at this weight (0: text only). The site's sections changed over
     # time (no `france` before 2018-01, most societe/sante, high-tech, media articles from 2020-06)
     date_weight: float = Field(0.0, ge=0, le=10)
@@ -53,12 +60,7 @@ class BaselineTaskConfig(Strict):
             raise ValueError("must be [low, high] with 1 <= low <= high <= 10")
         return v
 
-    @field_validator("class_bias_folds")
-    @classmethod
-    def _folds(cls, v):
-        if v == 1:
-            raise ValueError("must be 0 (off) or at least 2 folds")
-        return v
+    _folds = field_validator("class_bias_folds")(off_or_folds)
 
 
 class BaselineModelConfig(ModelConfig):
@@ -76,7 +78,8 @@ def _say(msg: str) -> None:
 
 
 class BaselineScorer:
-    """The fitted pipelines of a model folder: texts (+ dates) -> {task: (labels, probabilities)}."""
+    """The fitted pipelines of a model folder: texts (+ dates) -> {task: (labels, probabilities)}, and the
+    sentences behind a stance decision when the stance pipeline learned from the annotators' evidence."""
 
     def __init__(self, pipelines: dict, labels: dict[str, list[str]]):
         self.pipelines = pipelines
@@ -87,6 +90,22 @@ class BaselineScorer:
 
         return {t: (self.labels[t], predict_proba_full(p, texts, len(self.labels[t]), dates))
                 for t, p in self.pipelines.items()}
+
+    def evidence(self, texts: list[str], probas: Probabilities, k: int = 3) -> list[list[dict]] | None:
+        """Per text: for a non-neutral stance decision, the (at most k) sentences with the highest probability
+        of that stance, with it; [] for a neutral decision. None when the model has no evidence scorer."""
+        pipe = self.pipelines.get("stance")
+        scorer = pipe.named_steps["features"].named_transformers_.get("evidence") if pipe is not None else None
+        if scorer is None or scorer == "drop" or "stance" not in probas:
+            return None
+        labels, p = probas["stance"]
+        decided = p.argmax(axis=1)
+        out: list[list[dict]] = [[] for _ in texts]
+        for c in set(decided.tolist()) - {labels.index(NEUTRAL)}:
+            rows = [i for i, d in enumerate(decided) if d == c]
+            for i, sents in zip(rows, scorer.top_sentences([texts[i] for i in rows], c, k)):
+                out[i] = sents
+        return out
 
 
 class BaselineFamily:
@@ -119,8 +138,13 @@ class BaselineFamily:
                 continue
             t0 = time.time()
             _say(f"[{task}] fitting {tcfg.classifier} on {len(train.y)} rows ...")
-            pipe = fit_task(tcfg, train.texts, train.y, seed=cfg.train.seed, n_jobs=cfg.train.num_threads or -1,
-                            dates=train.dates)
+            try:
+                pipe = fit_task(tcfg, train.texts, train.y, seed=cfg.train.seed, n_jobs=cfg.train.num_threads or -1,
+                                dates=train.dates, evidence=train.evidence, classes=ctx.labels[task])
+            except ValueError as e:
+                if "bias_target" in str(e) or "evidence features" in str(e):
+                    raise ConfigError(f"model.{task}: {e}") from None
+                raise
             val = task_data(ctx.dsd["validation"], task, cfg.train.max_eval_rows)
             calibrate_task(pipe, features(pipe, val.texts, val.dates), val.y)
             extra[f"{task}_fit_seconds"] = time.time() - t0
@@ -132,6 +156,36 @@ class BaselineFamily:
         write_meta(ctx.model_dir, NAME, ctx.labels, list(pipelines), ctx.boilerplate)
         return FitResult(scorer=BaselineScorer(pipelines, ctx.labels), tasks=list(pipelines),
                          pip_requirements=pip_requirements(), reports=reports, extra_metrics=extra)
+
+    def cross_val_proba(self, ctx: FitContext, task: str, folds: int):
+        """Out-of-fold probabilities over the task's train labels: the task's whole pipeline (features, class
+        biases, evidence scorer) refitted on each fold's other rows, so the decision rule is chosen inside the
+        fold. (TaskData, [n, k] probabilities)."""
+        from joblib import Parallel, delayed
+        from sklearn.model_selection import StratifiedKFold
+
+        from training.data.dataset import task_data
+        from training.models.baseline import features, fit_task, proba_full
+
+        cfg, tcfg = ctx.cfg, getattr(ctx.cfg.model, task)
+        d = task_data(ctx.dsd["train"], task, cfg.train.max_train_rows)
+        counts = np.bincount(d.y)
+        folds = int(min(folds, counts[counts > 0].min()))
+        if folds < 2:
+            return None
+        k = len(ctx.labels[task])
+
+        def one(tr, te):
+            pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
+            pipe = fit_task(tcfg, pick(d.texts, tr), d.y[tr], seed=cfg.train.seed, n_jobs=1, dates=pick(d.dates, tr),
+                            evidence=pick(d.evidence, tr), classes=ctx.labels[task])
+            return te, proba_full(pipe, features(pipe, pick(d.texts, te), pick(d.dates, te)), k)
+
+        splits = StratifiedKFold(folds, shuffle=True, random_state=cfg.train.seed).split(d.texts, d.y)
+        out = np.zeros((len(d.y), k))
+        for te, p in Parallel(n_jobs=cfg.train.num_threads or -1)(delayed(one)(tr, te) for tr, te in splits):
+            out[te] = p
+        return d, out
 
     def load(self, model_dir: Path, meta: dict) -> BaselineScorer:
         import joblib

@@ -6,7 +6,9 @@ column (publication date, ISO `YYYY-MM-DD`; models that read it take an undated 
 optional `source` column (the site the article comes from, as the data build named its sources: the boilerplate
 lines learned for that source are dropped; without it, those learned for any source).
 Output: a DataFrame with `topic`, `topic_score`, `stance`, `stance_score`, and `topic_proba_<label>` /
-`stance_proba_<label>` per class. A model without a stance head returns null stance columns.
+`stance_proba_<label>` per class, and `stance_evidence`: for a non-neutral stance, a JSON list of the 1-3
+sentences of the article that drove it, each with its score (`[]` for `neutre`; null for a model without an
+evidence scorer). A model without a stance head returns null stance columns.
 
 The model applies `prepare_text` — `cleaning.model_text`, the data build's own text assembly, which travels with
 the logged model — so a raw scraped page and its cleaned version get the same answer, and the model reads at
@@ -16,6 +18,7 @@ serving time the text it was trained on.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 
 import numpy as np
@@ -101,8 +104,11 @@ def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> tuple[list
     return texts, dates
 
 
-def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int, all_labels: dict[str, list[str]]) -> pd.DataFrame:
-    """probas: task -> (labels, [n, k] probabilities), or None for a task the model has no head for."""
+def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int, all_labels: dict[str, list[str]],
+                  evidence: list[list[dict]] | None = None) -> pd.DataFrame:
+    """probas: task -> (labels, [n, k] probabilities), or None for a task the model has no head for.
+    evidence: per row, the sentences behind the stance decision ({"sentence", "score"}), as the
+    `stance_evidence` column (a JSON list; null when the model has no evidence scorer)."""
     out: dict[str, object] = {}
     for task in TASKS:
         labels = all_labels.get(task, [])
@@ -119,6 +125,8 @@ def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int
         out[f"{task}_score"] = p[np.arange(n), best].astype(float)
         for j, lab in enumerate(labs):
             out[f"{task}_proba_{lab}"] = p[:, j].astype(float)
+    out["stance_evidence"] = ([json.dumps(e, ensure_ascii=False) for e in evidence] if evidence is not None
+                              else [None] * n)
     return pd.DataFrame(out)
 
 
@@ -127,7 +135,7 @@ def output_columns(all_labels: dict[str, list[str]]) -> list[tuple[str, str]]:
     for task in TASKS:
         cols += [(task, "string"), (f"{task}_score", "double")]
         cols += [(f"{task}_proba_{lab}", "double") for lab in all_labels.get(task, [])]
-    return cols
+    return cols + [("stance_evidence", "string")]
 
 
 # (name, type, required): the served input columns, as the logged model's signature declares them

@@ -11,11 +11,14 @@ the `Family` protocol below:
 - `fit(ctx) -> FitResult`: train on `ctx.dsd`, write a servable folder into `ctx.model_dir` (its own files and
   `meta.json`, written by `write_meta`), and return the scorer loaded from that folder — the code that serves
   the logged model, so the metrics describe what is served;
-- `load(model_dir, meta) -> Scorer`: the scorer of a saved folder.
+- `load(model_dir, meta) -> Scorer`: the scorer of a saved folder;
+- optionally `cross_val_proba(ctx, task, folds) -> (TaskData, probabilities)`: out-of-fold predictions over a
+  task's train labels, the whole model refitted per fold (`evaluate.oof_folds`), for families cheap enough.
 
 A scorer's `predict_proba(texts, dates)` takes model input texts (already assembled by
 `cleaning.model_text`) and publication dates, and returns `{task: (labels, [n, k] probabilities)}` for the
-tasks it has a head for.
+tasks it has a head for. A scorer may also have `evidence(texts, probabilities)`: per text, the sentences
+behind its stance decision (served as `stance_evidence`).
 """
 
 from __future__ import annotations

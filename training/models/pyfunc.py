@@ -41,4 +41,5 @@ class VigieModel(mlflow.pyfunc.PythonModel):
 
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
         probas = self.predict_texts(texts, dates)
-        return format_output(probas, len(texts), self.meta["labels"])
+        explain = getattr(self.scorer, "evidence", None)  # optional: the sentences behind a stance decision
+        return format_output(probas, len(texts), self.meta["labels"], explain(texts, probas) if explain else None)
