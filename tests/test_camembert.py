@@ -227,9 +227,13 @@ def test_train_logs_a_servable_model_onnx_int8(tiny, small_build, mlflow_store, 
     torch_scorer = load_scorer(pm.scorer.model_dir, pm.meta, backend="pytorch")
     ref = torch_scorer.predict_proba(texts)
     for task in ("topic", "stance"):
-        agree = float((onnx[task][1].argmax(1) == ref[task][1].argmax(1)).mean())
-        assert agree >= 0.99, f"{task}: int8 agrees with PyTorch on {agree:.1%}"
         assert np.abs(onnx[task][1] - ref[task][1]).max() < 0.02
+        # the same decision wherever PyTorch's is not a near tie (a random tiny encoder's topic head can sit
+        # within 0.001 of uniform, where any rounding picks another class)
+        top2 = np.sort(ref[task][1], axis=1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] >= 0.04
+        agree = float((onnx[task][1].argmax(1) == ref[task][1].argmax(1))[decided].mean()) if decided.any() else 1.0
+        assert agree >= 0.99, f"{task}: int8 agrees with PyTorch on {agree:.1%} of {decided.sum()} clear decisions"
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny, small_build, mlflow_store, tmp_path, monkeypatch):

@@ -174,7 +174,12 @@ def test_scoring_server_answers_and_refuses_bad_requests(server):
     r = httpx.post(inv, json={"dataframe_split": {"columns": ["text"], "data": [[seed]]}}, timeout=60)
     assert r.status_code == 200, r.text
     pred = r.json()["predictions"]
-    assert len(pred) == 1 and {"topic", "topic_score", "stance", "stance_score"} <= set(pred[0])
+    assert len(pred) == 1 and {"topic", "topic_score", "stance", "stance_score", "stance_evidence"} <= set(pred[0])
+    evidence = json.loads(pred[0]["stance_evidence"])  # over HTTP too: the sentences behind the stance, as JSON
+    assert isinstance(evidence, list) and (evidence == []) == (pred[0]["stance"] == "neutre")
+    from training.models.contract import prepare_text
+
+    assert all(e["sentence"] in prepare_text(seed) for e in evidence)
     with gzip.open(SHARDS / "orangesum_topic_01.jsonl.gz", "rt") as fh:
         docs = [d for d in map(json.loads, fh) if d.get("text")][:32]
     # publication dates are optional, row by row
