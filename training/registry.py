@@ -161,11 +161,11 @@ def rescore_on_candidate_data(client, champ, candidate, metric: str) -> float:
     tasks = client.get_run(champ.run_id).data.tags.get(TASKS_TAG, "").split(",")
     labels = label_names(dsd)
     metrics = {}
+    sources = dict(zip(dsd["validation"]["id"], dsd["validation"]["source"]))
     for task in tasks:
         d = task_data(dsd["validation"], task)
         if not len(d.y):
             continue
-        sources = dict(zip(dsd["validation"]["id"], dsd["validation"]["source"]))
         pred = model.predict(pd.DataFrame({"text": d.texts, "date": d.dates, "source": [sources[i] for i in d.ids]}))
         proba = pred[[f"{task}_proba_{lab}" for lab in labels[task]]].to_numpy(dtype=float)
         metrics.update(evaluate_task("validation", task, d.y, proba, labels[task], intervals=False)[0])

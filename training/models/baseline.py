@@ -138,9 +138,9 @@ class EvidenceSentences(TransformerMixin, BaseEstimator):
         sents += neutral
         labels += [self.neutral] * len(neutral)
         for ev, c in zip(evidence, y):
-            if c != self.neutral:
-                sents += [e for e in (ev if isinstance(ev, (list, tuple, np.ndarray)) else []) if e]
-                labels += [c] * sum(1 for e in (ev if isinstance(ev, (list, tuple, np.ndarray)) else []) if e)
+            quoted = [e for e in ev if e] if c != self.neutral and isinstance(ev, (list, tuple, np.ndarray)) else []
+            sents += quoted
+            labels += [c] * len(quoted)
         return sents, np.asarray(labels)
 
     def _fit_model(self, texts, evidence, y):
