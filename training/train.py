@@ -19,7 +19,7 @@ import yaml
 
 from training import tracking
 from training.config import Config, flatten
-from training.data.dataset import TaskData, label_names, load_built, read_boilerplate, task_data
+from training.data.dataset import TaskData, label_names, load_built, multitask_rows, read_boilerplate, task_data
 from training.evaluate import (
     evaluate_task,
     plot_calibration,
@@ -51,18 +51,17 @@ def run_name(cfg: Config, stats: dict) -> str:
 def score_splits(scorer: Scorer, dsd, tasks: list[str], splits: list[str], max_rows: int | None
                  ) -> dict[str, dict[str, tuple[TaskData, np.ndarray]]]:
     """task -> split -> (its labelled rows, the scorer's probabilities on them). Each split is scored once, on
-    the union of the tasks' rows."""
+    the union of the tasks' rows (`multitask_rows`)."""
     out: dict[str, dict] = {t: {} for t in tasks}
     for split in splits:
-        per_task = {t: task_data(dsd[split], t, max_rows) for t in tasks}
-        union = {}
-        for d in per_task.values():
-            union.update({i: (tx, dt) for i, tx, dt in zip(d.ids, d.texts, d.dates)})
-        if not union:
+        rows, _ = multitask_rows(dsd[split], tasks, max_rows, mask_outside=True)
+        if not len(rows):
             continue
-        pos = {i: k for k, i in enumerate(union)}
-        got = scorer.predict_proba([tx for tx, _ in union.values()], [dt for _, dt in union.values()])
-        for t, d in per_task.items():
+        union = dsd[split].select(rows)
+        got = scorer.predict_proba(list(union["text"]), [d or None for d in union["date"]])
+        pos = {i: k for k, i in enumerate(union["id"])}
+        for t in tasks:
+            d = task_data(dsd[split], t, max_rows)
             if len(d.y):
                 out[t][split] = (d, got[t][1][[pos[i] for i in d.ids]])
     return out
