@@ -285,6 +285,22 @@ def case_predict_too_many_articles(t): _invalid(pd.DataFrame({"text": ["Titre\nc
 def case_predict_no_rows(t): _invalid(pd.DataFrame({"text": []}), "no rows")
 def case_predict_date_not_iso(t): _invalid(pd.DataFrame({"text": ["Titre\ncorps"] * 2, "date": [None, "29/11/2026"]}), "row 1: 'date' must be an ISO date")
 
+def case_predict_furniture_only(t):  # nothing of an article is left after cleaning: refused, not predicted
+    _invalid(pd.DataFrame({"text": ["Titre\nLe gouvernement a parlé.", "ad\nLEAVE A REPLY\n- Advertisement -"]}),
+             "row 1: no words of an article are left")
+
+
+def test_furniture_above_the_headline_is_not_the_title():
+    from training.data.cleaning import split_title
+    from training.models.contract import article_words, format_output, prepare_text
+
+    assert split_title("Publicité\nPartager\nLa réforme des retraites adoptée\nLe texte...")[0] == "La réforme des retraites adoptée"
+    assert prepare_text("ad\nLEAVE A REPLY\n- Advertisement -") == ""
+    texts = [prepare_text("Titre court\nUn corps de cinq mots."), prepare_text("Titre\n" + "mot " * 30)]
+    assert [article_words(x) for x in texts] == [7, 31]
+    out = format_output({}, texts, {})  # a model without heads still reports the words it read
+    assert out["input_words"].tolist() == [7, 31]
+
 
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 

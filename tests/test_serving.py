@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -118,11 +117,16 @@ def test_predict_cli_on_seeds_and_a_thousand_articles(use_trained_store, tmp_pat
     out = tmp_path / "pred.jsonl"
     p = subprocess.run([sys.executable, "-m", "training.cli", "predict", str(REPO / "seeds"), str(jsonl), str(bad), "-o", str(out)],
                        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "MLFLOW_TRACKING_URI": use_trained_store["uri"]})
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 3, p.stderr  # some inputs skipped (the empty file)
+    assert "Traceback" not in p.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 1001
-    assert lines[0]["id"] == "000_e3005b3932ea3b15"
-    assert set(lines[1]) >= {"id", "topic", "topic_score", "stance", "stance_score", "stance_evidence"}
+    assert lines[0]["id"] == "000_e3005b3932ea3b15" and lines[0]["path"].endswith(".txt")
+    assert set(lines[1]) >= {"id", "topic", "topic_score", "stance", "stance_score", "stance_evidence", "input_words",
+                             "topic_proba_monde", "model_uri", "model_version"}
+    version = str(MlflowClient(use_trained_store["uri"]).get_model_version_by_alias("vigie", "champion").version)
+    assert {(r["model_uri"], r["model_version"]) for r in lines} == {(CHAMPION, version)}
+    assert [r["id"] for r in lines[1:]] == [str(r["id"]) for r in recs]  # the corpus ids, in file order
     for row in lines:  # a list: the sentences behind a non-neutral stance, none for neutre
         assert isinstance(row["stance_evidence"], list)
         assert (row["stance"] == "neutre") == (row["stance_evidence"] == [])
@@ -198,9 +202,88 @@ def test_scoring_server_answers_and_refuses_bad_requests(server):
     for name, kw in bad.items():
         r = httpx.post(inv, timeout=60, **kw)
         assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:300])
-        body = r.text
-        assert "Traceback" not in body and "message" in body or "error" in body.lower(), (name, body[:300])
+        body = r.json()  # JSON with a message, never a stack trace
+        assert body["message"] and "stack_trace" not in body and "Traceback" not in r.text, (name, r.text[:300])
     assert httpx.get(server + "/ping", timeout=5).status_code == 200  # still up
+
+
+def test_the_server_guard_answers_4xx_to_what_the_scoring_app_cannot_take(server):
+    import httpx
+
+    inv = server + "/invocations"
+    ok = json.dumps({"dataframe_records": [{"text": "Titre\nLe gouvernement a présenté sa réforme des retraites."}]})
+    cases = {  # name: (request, expected status)
+        "no Content-Type": (dict(content=ok.encode()), 415),  # the scoring app alone answers 500
+        "text/plain": (dict(content=ok.encode(), headers={"Content-Type": "text/plain"}), 415),
+        "latin-1 JSON": (dict(content=ok.encode(), headers={"Content-Type": "application/json; charset=latin-1"}), 415),
+        "Content-Length not a number": (dict(content=ok.encode(), headers={"Content-Type": "application/json",
+                                                                            "Content-Length": "abc"}), 400),
+        "17 MB body": (dict(content=b"x" * (17 * 2**20), headers={"Content-Type": "application/json"}), 413),
+        "17 MB chunked": (dict(content=iter([b"x" * 2**20] * 17), headers={"Content-Type": "application/json"}), 413),
+        "furniture only": (dict(json={"dataframe_records": [{"text": "Titre\nLe gouvernement a parlé."},
+                                                            {"text": "ad\nLEAVE A REPLY\n- Advertisement -"}]}), 400),
+        "CSV without text": (dict(content=b"a,b\n1,2\n", headers={"Content-Type": "text/csv"}), 400),
+        "Parquet garbage": (dict(content=b"PAR1 not really", headers={"Content-Type": "application/vnd.apache.parquet"}), 400),
+        "not UTF-8": (dict(content=b'{"dataframe_records": [{"text": "\xff\xfe"}]}', headers={"Content-Type": "application/json"}), 400),
+        "a JSON list": (dict(json=[1, 2, 3]), 400),
+    }
+    for name, (kw, status) in cases.items():
+        if name == "Content-Length not a number":  # httpx refuses to send a bad header itself: a raw socket does
+            host, port = server.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: abc\r\nConnection: close\r\n\r\n")
+                reply = sock.recv(65536).decode("latin-1")
+            assert reply.split()[1].startswith("4"), (name, reply[:300])  # the HTTP parser's own 400, or ours
+            continue
+        r = httpx.post(inv, timeout=60, **kw)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        body = r.json()
+        assert body["message"] and "stack_trace" not in body, (name, body)
+        if name == "furniture only":
+            assert body["message"].startswith("row 1:") and "no words" in body["message"], body  # no made-up answer
+    version = httpx.get(server + "/version", timeout=10)
+    assert version.headers["content-type"] == "application/json"
+    assert version.json()["model_uri"] == CHAMPION and version.json()["model_version"] is not None
+    assert httpx.get(server + "/ping", timeout=5).status_code == 200
+
+
+def test_a_fuzzer_driven_by_openapi_gets_no_5xx(server):
+    """Schemathesis generates requests from the server's own /openapi.json, valid and invalid ones alike (>= 500
+    to /invocations); not one answer may be a 5xx or carry a traceback."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(server + "/openapi.json")
+    answers, failures = [], []
+    for result in schema.get_all_operations():
+        op = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @settings(max_examples=260 if op.path == "/invocations" else 5, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(op.as_strategy(generation_mode=mode))
+            def call(case):
+                r = case.call(base_url=server, timeout=60)
+                answers.append((op.path, r.status_code))
+                if r.status_code >= 500 or "Traceback" in r.text:
+                    failures.append((op.path, r.status_code, r.text[:300], getattr(case, "body", None)))
+
+            try:
+                call()
+            except Unsatisfiable:  # GET endpoints without parameters have no invalid request to make
+                assert mode is GenerationMode.NEGATIVE
+    assert sum(path == "/invocations" for path, _ in answers) >= 500
+    assert not failures, failures[:5]
+    assert {code for path, code in answers if path == "/invocations"} >= {200, 400}
+    assert httpx_get(server + "/ping") == 200
+
+
+def httpx_get(url: str) -> int:
+    import httpx
+
+    return httpx.get(url, timeout=10).status_code
 
 
 def test_a_stance_model_ranks_the_model_stratum(use_trained_store):

@@ -82,6 +82,8 @@ def test_interrupted_training_is_killed_not_running(small_build, mlflow_store, s
         _, err = p.communicate(timeout=120)
     finally:
         p.kill()
-    assert p.returncode == code, err
+    # 130 from the CLI's own handler, or -SIGINT when the interpreter re-raises a KeyboardInterrupt that surfaced
+    # while shutting down: a shell reads both as 130 (128 + SIGINT)
+    assert p.returncode == code or (sig == signal.SIGINT and p.returncode == -signal.SIGINT), err
     runs = mlflow.search_runs(experiment_names=["sig"])
     assert list(runs["status"]) == [status]

@@ -157,13 +157,25 @@ def cmd_register(args) -> int:
 def cmd_predict(args) -> int:
     from training.predict import predict_paths
 
-    return predict_paths(args.paths, model_uri=args.model, output=args.output, batch_size=args.batch_size)
+    return predict_paths(args.paths, model_uri=args.model, output=args.output, batch_size=args.batch_size,
+                         fmt=args.format)
+
+
+def cmd_evaluate(args) -> int:
+    from training.assess import evaluate_file
+
+    evaluate_file(args.file, model_uri=args.model, experiment=args.experiment, split=args.split_name,
+                  batch_size=args.batch_size)
+    return 0
 
 
 def cmd_serve(args) -> int:
     from training.serve import serve
 
-    return serve(model_uri=args.model, host=args.host, port=args.port, workers=args.workers)
+    from training.serve import DEFAULT_MAX_BODY_MB
+
+    return serve(model_uri=args.model, host=args.host, port=args.port, workers=args.workers,
+                 max_body_mb=args.max_request_mb or DEFAULT_MAX_BODY_MB)
 
 
 def cmd_ui(args) -> int:
@@ -280,18 +292,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", default="vigie", help="registered model name")
     r.set_defaults(func=cmd_register)
 
-    pr = sub.add_parser("predict", help="batch prediction: article files -> JSONL")
-    pr.add_argument("paths", nargs="+")
+    pr = sub.add_parser("predict", help="batch prediction: JSONL/CSV/Parquet tables, .txt/.html articles -> predictions",
+                        epilog="exit status: 0 every input predicted, 1 none predicted, 2 usage error, "
+                               "3 some inputs skipped (the summary on stderr says which and why)")
+    pr.add_argument("paths", nargs="+", help="files or folders: .jsonl[.gz] / .csv / .parquet with a 'text' column "
+                                             "(optional title, date, source, id), .txt, .html; '-' reads JSONL from stdin")
     pr.add_argument("--model", default="models:/vigie@champion")
-    pr.add_argument("--output", "-o", default=None)
+    pr.add_argument("--output", "-o", default=None, help="default: stdout (JSONL)")
+    pr.add_argument("--format", choices=["jsonl", "csv", "parquet"], default=None,
+                    help="default: from the -o suffix (.jsonl, .csv, .parquet)")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.set_defaults(func=cmd_predict)
 
-    sv = sub.add_parser("serve", help="serve a registered model with MLflow's scoring server")
+    ev = sub.add_parser("evaluate", help="score a labelled JSONL/CSV/Parquet file with a registered model; log the run")
+    ev.add_argument("file", help="a `text` column (title on line 1, or a `title` column), `topic` and/or `stance` labels")
+    ev.add_argument("--model", default="models:/vigie@champion")
+    ev.add_argument("--experiment", default="vigie-evaluation")
+    ev.add_argument("--split-name", default="evaluation", help="metric prefix: <split>_<task>_macro_f1")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.set_defaults(func=cmd_evaluate)
+
+    sv = sub.add_parser("serve", help="serve a registered model: MLflow's scoring app behind vigie's request guard")
     sv.add_argument("--model", default="models:/vigie@champion")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=5000)
-    sv.add_argument("--workers", type=int, default=1)
+    sv.add_argument("--workers", type=int, default=None, help="server processes (default: one per core)")
+    sv.add_argument("--max-request-mb", type=float, default=None,
+                    help="bodies over this size get 413 (default: 16)")
     sv.set_defaults(func=cmd_serve)
 
     u = sub.add_parser("ui", help="start the MLflow UI on the project's store")

@@ -17,7 +17,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from training import tracking
-from training.errors import InputError
+from training.errors import InputError, InvalidInput
 
 ALIAS = "champion"
 FINGERPRINT_TAG = "vigie.dataset_fingerprint"
@@ -186,9 +186,65 @@ def _version_for_run(client, name: str, run, metric: str):
     return version
 
 
+def model_version(uri: str) -> str | None:
+    """The number of the registered version a `models:/<name>@<alias>` or `models:/<name>/<version>` URI names
+    now, or None (a `runs:/` or `models:/<model id>` URI, an alias or name the registry does not know)."""
+    version = registered_version(uri)
+    return str(version.version) if version is not None else None
+
+
+def pinned_uri(uri: str, version: str | None) -> str:
+    """`models:/<name>@<alias>` -> `models:/<name>/<version>` once its version is resolved: what is loaded is then
+    the version reported, even when the alias moves meanwhile. Any other URI is returned as it is."""
+    if version and uri.startswith("models:/") and "@" in uri:
+        return f"{uri.split('@', 1)[0]}/{version}"
+    return uri
+
+
 def load_model(uri: str = f"models:/vigie@{ALIAS}"):
     tracking.setup()
     try:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as e:
         raise InputError(f"cannot load model {uri} from {tracking.tracking_uri()}: {e.message.splitlines()[0]}") from None
+
+
+def download_model(uri: str = f"models:/vigie@{ALIAS}") -> str:
+    """A local copy of a model's files (for server workers that each load it); InputError when it is not there."""
+    tracking.setup()
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    except MlflowException as e:
+        raise InputError(f"cannot load model {uri} from {tracking.tracking_uri()}: {e.message.splitlines()[0]}") from None
+
+
+def scoring_app(model):
+    """MLflow's own scoring app (an ASGI app: /invocations, /ping, /health, /version) for a loaded pyfunc."""
+    from mlflow.pyfunc import scoring_server
+
+    return scoring_server.init(model)
+
+
+def predict(model, frame):
+    """The loaded model's predictions for `frame`; InvalidInput with the model's message when it refuses the frame
+    (a row it does not accept: the pyfunc answers such a request with an MlflowException, served as a 400)."""
+    try:
+        return model.predict(frame)
+    except MlflowException as e:
+        raise InvalidInput(e.message) from None
+
+
+def registered_version(uri: str):
+    """The registered ModelVersion a `models:/<name>@<alias>` or `models:/<name>/<version>` URI names, else None
+    (a `runs:/` URI or a bare logged-model id). `model_version` gives only its number."""
+    ref = uri.removeprefix("models:/")
+    if ref == uri or "/" not in ref and "@" not in ref:
+        return None
+    client = tracking.setup()
+    try:
+        if "@" in ref:
+            return client.get_model_version_by_alias(*ref.split("@", 1))
+        name, version = ref.split("/", 1)
+        return client.get_model_version(name, version) if version.isdigit() else None
+    except MlflowException:
+        return None

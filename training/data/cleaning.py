@@ -172,10 +172,11 @@ def sentences(text: str) -> list[tuple[int, str]]:
 
 
 def split_title(text: str) -> tuple[str, str]:
-    """A raw article as one text -> (its first non-empty line, the rest): the title-on-line-one convention of
-    `.txt` files and of the served `text` column."""
+    """A raw article as one text -> (its first non-empty line that is not furniture, the rest): the
+    title-on-line-one convention of `.txt` files and of the served `text` column."""
     lines = normalize_chars(text).split("\n")
-    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+    # site furniture above the headline ("Publicité", "Partager") is not the title
+    first = next((i for i, ln in enumerate(lines) if ln.strip() and not _FURNITURE.match(_MULTISPACE.sub(" ", ln).strip())), None)
     if first is None:
         return "", ""
     return lines[first], "\n".join(lines[first + 1 :])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -193,22 +194,28 @@ def article_from_record(rec: dict, *, source: str, path: str | None = None) -> A
 def read_jsonl_file(path: Path, skip: SkipSink, source: str | None = None) -> Iterator[Article]:
     """One Article per good line; a line that is not JSON or not an article is a `Skip` with its line number."""
     source = source or "jsonl"
+    skipped_lines = []
 
     def bad_line(lineno: int, message: str) -> None:
+        skipped_lines.append(lineno)
         skip(Skip(str(path), f"bad JSONL line: {message}", line=lineno))
 
     try:
         if path.stat().st_size == 0:
             skip(Skip(str(path), "empty file"))
             return
+        lines = 0
         for lineno, rec in read_jsonl(path, on_error=bad_line, decode=decode_bytes):
+            lines += 1
             try:
                 yield article_from_record(rec, source=source, path=str(path))
             except ValueError as e:
                 bad_line(lineno, str(e))
+        if not lines and not skipped_lines:
+            skip(Skip(str(path), "no records (blank lines only)"))
     except PermissionError:
         skip(Skip(str(path), "permission denied"))
-    except (OSError, EOFError) as e:  # EOFError: a truncated gzip stream (BadGzipFile is an OSError)
+    except (OSError, EOFError, zlib.error) as e:  # a truncated (EOFError) or damaged gzip stream
         skip(Skip(str(path), f"unreadable or truncated file: {e}"))
 
 
@@ -387,6 +394,12 @@ def _walk(root: Path, skip: SkipSink) -> Iterator[Path]:
             except OSError as e:
                 skip(Skip(str(p), f"unreadable: {e.strerror or e}"))
         stack.extend(reversed(subdirs))
+
+
+def walk_files(root: Path, skip: SkipSink) -> Iterator[Path]:
+    """The files below a folder, sorted, as `read_paths` walks them (hidden entries left out, symlink loops and
+    special files counted as skips)."""
+    return _walk(root, skip)
 
 
 def read_paths(paths: Iterable[Path | str], skip: SkipSink, source: str | None = None) -> Iterator[Article]:

@@ -8,7 +8,9 @@ lines learned for that source are dropped; without it, those learned for any sou
 Output: a DataFrame with `topic`, `topic_score`, `stance`, `stance_score`, and `topic_proba_<label>` /
 `stance_proba_<label>` per class, and `stance_evidence`: for a non-neutral stance, a JSON list of the 1-3
 sentences of the article that drove it, each with its score (`[]` for `neutre`; null for a model without an
-evidence scorer). A model without a stance head returns null stance columns.
+evidence scorer), and `input_words`: the words left after cleaning. A model without a stance head returns null
+stance columns. A row with no words left after cleaning (site furniture only) is refused, never predicted; a row
+shorter than `MIN_WORDS` words is predicted, and callers can filter on `input_words`.
 
 The model applies `prepare_text` — `cleaning.model_text`, the data build's own text assembly, which travels with
 the logged model — so a raw scraped page and its cleaned version get the same answer, and the model reads at
@@ -20,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -42,6 +45,26 @@ def prepare_text(text: str, title: str | None = None, boilerplate: BoilerplateMo
     return model_text(str(title), text, source=source, boilerplate=boilerplate)
 
 
+MIN_WORDS = 20  # below this many words after cleaning, predictions are made but unreliable: filter on `input_words`
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def article_words(text: str) -> int:
+    """The words (runs of letters) of a model input text: what `input_words` reports and what must be > 0."""
+    return len(_WORD.findall(text))
+
+
+def text_problem(text) -> str | None:
+    """Why a raw `text` value cannot be an article (checked before cleaning), or None."""
+    if not isinstance(text, str):
+        return f"'text' must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "'text' is empty"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"'text' is {len(text)} characters, more than the {MAX_TEXT_CHARS} accepted"
+    return None
+
+
 def validate_input(df) -> pd.DataFrame:
     if isinstance(df, dict):
         df = pd.DataFrame(df)
@@ -54,12 +77,8 @@ def validate_input(df) -> pd.DataFrame:
     if len(df) > MAX_ROWS:
         raise InvalidInput(f"too many rows in one request: {len(df)} > {MAX_ROWS}; split the batch")
     for i, t in enumerate(df["text"]):
-        if not isinstance(t, str):
-            raise InvalidInput(f"row {i}: 'text' must be a string, got {type(t).__name__}")
-        if not t.strip():
-            raise InvalidInput(f"row {i}: 'text' is empty")
-        if len(t) > MAX_TEXT_CHARS:
-            raise InvalidInput(f"row {i}: 'text' is {len(t)} characters, more than the {MAX_TEXT_CHARS} accepted")
+        if problem := text_problem(t):
+            raise InvalidInput(f"row {i}: {problem}")
     for column in ("title", "source"):
         if column in df.columns:
             for i, t in enumerate(df[column]):
@@ -101,14 +120,19 @@ def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> tuple[list
     titles, sources = (df[c].tolist() if c in df.columns else [None] * len(df) for c in ("title", "source"))
     texts = [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate, so if isinstance(so, str) and so else None)
              for t, ti, so in zip(df["text"], titles, sources)]
+    for i, t in enumerate(texts):
+        if not article_words(t):
+            raise InvalidInput(f"row {i}: no words of an article are left after cleaning (site furniture only?)")
     return texts, dates
 
 
-def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int, all_labels: dict[str, list[str]],
+def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], texts: list[str], all_labels: dict[str, list[str]],
                   evidence: list[list[dict]] | None = None) -> pd.DataFrame:
     """probas: task -> (labels, [n, k] probabilities), or None for a task the model has no head for.
     evidence: per row, the sentences behind the stance decision ({"sentence", "score"}), as the
-    `stance_evidence` column (a JSON list; null when the model has no evidence scorer)."""
+    `stance_evidence` column (a JSON list; null when the model has no evidence scorer).
+    texts: the model input texts, whose word counts are the `input_words` column."""
+    n = len(texts)
     out: dict[str, object] = {}
     for task in TASKS:
         labels = all_labels.get(task, [])
@@ -127,6 +151,7 @@ def format_output(probas: dict[str, tuple[list[str], np.ndarray] | None], n: int
             out[f"{task}_proba_{lab}"] = p[:, j].astype(float)
     out["stance_evidence"] = ([json.dumps(e, ensure_ascii=False) for e in evidence] if evidence is not None
                               else [None] * n)
+    out["input_words"] = [article_words(t) for t in texts]
     return pd.DataFrame(out)
 
 
@@ -135,7 +160,7 @@ def output_columns(all_labels: dict[str, list[str]]) -> list[tuple[str, str]]:
     for task in TASKS:
         cols += [(task, "string"), (f"{task}_score", "double")]
         cols += [(f"{task}_proba_{lab}", "double") for lab in all_labels.get(task, [])]
-    return cols + [("stance_evidence", "string")]
+    return cols + [("stance_evidence", "string"), ("input_words", "long")]
 
 
 # (name, type, required): the served input columns, as the logged model's signature declares them

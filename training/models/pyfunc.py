@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 
 from training.data.cleaning import BoilerplateModel
 from training.errors import InvalidInput
@@ -32,7 +33,8 @@ class VigieModel(mlflow.pyfunc.PythonModel):
         """Prepared texts (and publication dates, for the models that read them) -> {task: (labels, probabilities)}."""
         return self.scorer.predict_proba(texts, dates)
 
-    def predict(self, context, model_input, params=None):
+    # a DataFrame hint: MLflow skips type-hint schema inference (the logged signature is the contract's own)
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:
             texts, dates = prepare_frame(model_input, self.boilerplate)
         except InvalidInput as e:
@@ -42,4 +44,4 @@ class VigieModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
         probas = self.predict_texts(texts, dates)
         explain = getattr(self.scorer, "evidence", None)  # optional: the sentences behind a stance decision
-        return format_output(probas, len(texts), self.meta["labels"], explain(texts, probas) if explain else None)
+        return format_output(probas, texts, self.meta["labels"], explain(texts, probas) if explain else None)
