@@ -3,7 +3,6 @@ inputs, adjudication keeps votes, Label Studio round trip, and the label files t
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

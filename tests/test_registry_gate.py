@@ -33,5 +33,5 @@ def test_the_gate_compares_runs_serving_the_same_tasks_on_the_same_data(small_bu
     champ = client.get_model_version_by_alias("vigie", "champion")
     rescored = rescore_on_candidate_data(client, champ, client.get_run(other["run_id"]), "validation_macro_f1_mean")
     res = register_best(experiment="vigie-gate")
-    assert f"scored again on the candidate's validation split, dataset" in res.message and f"{rescored:.4f}" in res.message
+    assert "scored again on the candidate's validation split, dataset" in res.message and f"{rescored:.4f}" in res.message
     assert res.promoted == (other["metrics"]["validation_macro_f1_mean"] > rescored)

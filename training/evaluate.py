@@ -1,7 +1,10 @@
 """Metrics, figures and reports for one task on one split. Pure: arrays in, numbers and files out.
 
-Metric names follow `{split}_{task}_{metric}` (e.g. `test_topic_macro_f1`); per-class ones add the label
-(`validation_topic_f1_monde`)."""
+Metric names follow `{split}_{task}_{metric}` (e.g. `test_topic_macro_f1`); per-class ones add the label as
+`metric_label` writes it (`validation_topic_f1_monde`, `validation_topic_f1_societe_culture`): a label's `/`
+becomes `_`, so that no metric name holds a `/` (the MLflow UI reads a `/` as a chart-group separator, and a
+name with one is awkward to filter or to type). Every metric name with a label in it goes through `metric_label`;
+reports and figures keep the labels as they are."""
 
 from __future__ import annotations
 
@@ -19,6 +22,24 @@ from sklearn.metrics import (
     precision_recall_curve,
     precision_recall_fscore_support,
 )
+
+from training.errors import ConfigError
+
+
+def metric_label(label: str) -> str:
+    """A label as it appears in a metric name: `/` -> `_` (`societe/culture` -> `societe_culture`); nothing else
+    changes (`high-tech`, `anti_occident` stay as they are)."""
+    return label.replace("/", "_")
+
+
+def metric_labels(labels: list[str]) -> list[str]:
+    """`metric_label` of each label; ConfigError when two labels would give one metric name."""
+    names = [metric_label(lab) for lab in labels]
+    if len(set(names)) < len(names):
+        clash = sorted({lab for lab, n in zip(labels, names) if names.count(n) > 1})
+        raise ConfigError(f"labels {clash} give the same metric names once '/' is written '_' (metric_label); "
+                          "rename one of them (data.sections / data.topic_map)")
+    return names
 
 
 def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[float, pd.DataFrame]:
@@ -84,7 +105,7 @@ def evaluate_task(split: str, task: str, y: np.ndarray, proba: np.ndarray, label
     eps = np.clip(proba, 1e-12, 1)
     metrics[f"{prefix}_log_loss"] = float(log_loss(y, eps / eps.sum(axis=1, keepdims=True), labels=every))
     per_class, curves = {}, {}
-    for j, lab in enumerate(labels):
+    for j, (lab, name) in enumerate(zip(labels, metric_labels(labels))):
         row = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]),
                "predicted": int((pred == j).sum())}
         if 0 < s[j] < RARE_PREVALENCE * len(y):
@@ -98,9 +119,9 @@ def evaluate_task(split: str, task: str, y: np.ndarray, proba: np.ndarray, label
         per_class[lab] = row
         for k, v in row.items():
             if isinstance(v, tuple):
-                metrics[f"{prefix}_{k.removesuffix('_ci')}_{lab}_ci_low"], metrics[f"{prefix}_{k.removesuffix('_ci')}_{lab}_ci_high"] = v
+                metrics[f"{prefix}_{k.removesuffix('_ci')}_{name}_ci_low"], metrics[f"{prefix}_{k.removesuffix('_ci')}_{name}_ci_high"] = v
             else:
-                metrics[f"{prefix}_{k}_{lab}"] = float(v)
+                metrics[f"{prefix}_{k}_{name}"] = float(v)
     report = {
         "split": split, "task": task, "n": int(len(y)), "labels": labels, "per_class": per_class, "pr_curves": curves,
         "confusion": confusion_matrix(y, pred, labels=every).tolist(),

@@ -24,6 +24,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 DEFAULT_STORE_DIR = Path("mlruns")
 MAX_PARAM_VALUE = 6000
@@ -100,19 +101,53 @@ def check_reachable(timeout_s: float = 5.0) -> None:
                          "start it or unset MLFLOW_TRACKING_URI to use the local store") from None
 
 
+# What decides the page the MLflow UI opens an experiment on, read from its bundle
+# (mlflow/server/js/build/static/js/main.*.js; tests/test_reviewer_view.py checks that the strings are still there):
+# - the experiment tag `mlflow.experimentKind`: the kind selector writes it (`setExperimentTag({key:
+#   "mlflow.experimentKind", value: kind})`), and the kind hook reads it (`tags.find(e => "mlflow.experimentKind"
+#   === e.key)`); "custom_model_development" is "Machine learning" (Training runs), "genai_development" the GenAI
+#   pages (Overview, Traces). Set on every vigie experiment;
+# - in 3.17 that hook reads the tag only when the "workflow switch" flag is off, and the flag is on in the shipped
+#   build: the kind comes from the workflow type instead, the `workflowType` URL parameter ("machine_learning" or
+#   "genai") or else the browser's `mlflow.workflowType_v1` local-storage entry, "genai" until the user flips the
+#   sidebar's GenAI / Machine learning switch. Hence `ui_url`, which names the workflow in the URL.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_WORKFLOW = "machine_learning"
+
+
+def _mark_training_experiment(client: MlflowClient, exp) -> None:
+    """Tag `exp` as a machine-learning experiment (idempotent: no write when it already is)."""
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
 def experiment_id(name: str) -> str:
+    """The id of experiment `name`, created when missing; every vigie experiment is tagged as a machine-learning
+    one (`EXPERIMENT_KIND_TAG`), also one created before this tag was set."""
     client = setup()
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri() if uses_default_store() else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
-        return client.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        location = (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri() if uses_default_store() else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+            exp = client.get_experiment_by_name(name)
+    _mark_training_experiment(client, exp)
+    return exp.experiment_id
+
+
+def ui_url(base: str, experiment_id: str | None = None) -> str:
+    """The UI's address for the experiments list (or one experiment's runs) in its Machine learning workflow."""
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    return f"{base.rstrip('/')}/#/{page}?workflowType={UI_WORKFLOW}"
+
+
+GIT_COMMIT_TAG = "vigie.git_commit"  # the commit, with "-dirty" when tracked files differ from it
 
 
 def git_commit() -> str:
+    """HEAD's commit, "<sha>-dirty" when tracked files were changed since, "unknown" outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
@@ -148,6 +183,9 @@ def run(experiment: str, run_name: str, tags: dict[str, str], description: str =
     exp_id = experiment_id(experiment)
     tags = {**tags, **_EXTRA_TAGS.get(), "vigie.pid": str(os.getpid()), "vigie.host": socket.gethostname(),
             "mlflow.note.content": description}
+    tags.setdefault(GIT_COMMIT_TAG, git_commit())
+    if tags[GIT_COMMIT_TAG] != "unknown":  # MLflow's own tag (the run page's "Source" commit): the bare sha
+        tags[MLFLOW_GIT_COMMIT] = tags[GIT_COMMIT_TAG].removesuffix("-dirty")
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
@@ -190,16 +228,27 @@ def log_params(params: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[i : i + 100]))
 
 
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None, dataset=None) -> None:
+    """With `model_id` (and `dataset`), the metrics are also the logged model's: its page lists them, per dataset."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
     items = list(clean.items())
     for i in range(0, len(items), 500):
-        mlflow.log_metrics(dict(items[i : i + 500]), step=step)
+        mlflow.log_metrics(dict(items[i : i + 500]), step=step, model_id=model_id, dataset=dataset)
 
 
-def log_dataset_split(df, name: str, source: str, targets: str | None, context: str) -> None:
+def log_dataset_split(df, name: str, source: str, targets: str | None, context: str):
     dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
     mlflow.log_input(dataset, context=context)
+    return dataset
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The id of the MLflow 3 logged model a `models:/...` or `runs:/...` URI resolves to (its MLmodel file names
+    it); None for a model logged before logged models existed."""
+    from mlflow.models import get_model_info
+
+    setup()
+    return get_model_info(model_uri).model_id
 
 
 def log_artifacts(local_dir: Path, artifact_path: str | None = None) -> None:
@@ -297,10 +346,19 @@ def cleanup_stale_runs(older_than_s: float = 0.0) -> int:
     return n
 
 
+def mark_training_experiments() -> int:
+    """Tag every active experiment of the store as a machine-learning one; returns how many were tagged now."""
+    client = setup()
+    todo = [e for e in client.search_experiments() if e.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND]
+    for exp in todo:
+        _mark_training_experiment(client, exp)
+    return len(todo)
+
+
 def run_ui(host: str = "127.0.0.1", port: int = 5001) -> int:
-    setup()
+    mark_training_experiments()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)]
     if uses_default_store():
         cmd += ["--default-artifact-root", (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()]
-    print(f"MLflow UI on http://{host}:{port}  (store: {tracking_uri()})", file=sys.stderr)
+    print(f"MLflow UI on {ui_url(f'http://{host}:{port}')}  (store: {tracking_uri()})", file=sys.stderr)
     return subprocess.call(cmd)

@@ -22,6 +22,7 @@ from training.config import Config, flatten
 from training.data.dataset import TaskData, label_names, load_built, multitask_rows, read_boilerplate, task_data
 from training.evaluate import (
     evaluate_task,
+    metric_labels,
     plot_calibration,
     plot_confusion,
     plot_precision_recall,
@@ -89,6 +90,8 @@ def train(cfg: Config, *, nested: bool = False, trial_callback=None) -> dict:
     family.check(cfg.model)  # e.g. unreachable weights fail here, before any data or run is made
     dsd, stats, data_path = load_built(cfg.data)
     labels = label_names(dsd)
+    for task_labels in labels.values():
+        metric_labels(task_labels)  # two labels that would share a metric name fail here, before any fit
     tags = {
         "vigie.family": family.name,
         "vigie.tasks": ",".join(family.tasks(cfg.model)),

@@ -10,8 +10,14 @@
 4. split (`assign_splits`), by the rules below;
 5. resolve (`resolve_groups`): among the rows a split keeps, a topic conflict inside a group is settled by the
    conflict policy, then exact copies collapse to one row;
-6. stats and write (`build_stats`, `write_dataset`): the DatasetDict, the boilerplate model, the config and
-   `stats.json`, as one atomic folder: an interrupted build leaves the previous one untouched.
+6. stats and write (`build_stats`, `write_dataset`): the DatasetDict, the boilerplate model, the config,
+   `stats.json` and `inputs.json`, as one atomic folder: an interrupted build leaves the previous one untouched.
+
+A build records what it was made from: `stats.json`'s `fingerprint` (sha256 of every input file's bytes — the
+sources, the stance annotations, the `labels.json` sidecars — and of the data config; the runs' and the
+registry's `vigie.dataset_fingerprint`) and `inputs.json` (`input_stamp`: each source file's size and mtime,
+each label file's sha256, the data config). `stale_inputs` compares a build with today's inputs: `vigie train`
+(`dataset.load_built`) rebuilds when they differ, and says what differs.
 
 Split rules (leakage-free by construction):
 - duplicate groups live in one split;
@@ -39,7 +45,7 @@ from training.config import DataConfig
 from training.data.article import Article, Skip
 from training.data.cleaning import BoilerplateModel, clean_body, model_text, normalize_many
 from training.data.dedup import DedupResult, find_duplicates
-from training.data.labels import read_sidecars, read_stance_labels, topic_of
+from training.data.labels import SIDECAR, read_sidecars, read_stance_labels, topic_of
 from training.data.readers import is_orangesum_repo, is_record_file, read_paths
 from training.data.schema import RESERVED_SPLITS, SPLITS, STANCES, StanceAnnotation
 from training.errors import InputError
@@ -52,6 +58,7 @@ MAX_SKIP_DETAILS = 500
 def build_dataset(cfg: DataConfig, progress: bool = True) -> dict:
     """Build the dataset of `cfg` into `<output_dir>/<name>`; returns the stats (also written as stats.json)."""
     t0 = time.time()
+    stamp = input_stamp(cfg)  # before reading: an input changed during the build makes the build stale
     skips: list[Skip] = []
     inputs = read_inputs(cfg, skips, progress)
     boiler = fit_boilerplate(inputs.articles, cfg)
@@ -61,7 +68,7 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> dict:
     keep, resolve_counts = resolve_groups(rows, dup, split, cfg.conflict_policy)
     by_split = rows_by_split(rows, split, keep)
     stats = build_stats(cfg, inputs, skips, boiler, len(rows), dup, by_split, split_counts + resolve_counts)
-    write_dataset(cfg, by_split, boiler, stats, t0)
+    write_dataset(cfg, by_split, boiler, stats, t0, stamp)
     return stats
 
 
@@ -369,9 +376,9 @@ def to_dataset_dict(by_split: dict[str, list[dict]], topics: list[str]):
 
 
 def write_dataset(cfg: DataConfig, by_split: dict[str, list[dict]], boiler: BoilerplateModel, stats: dict,
-                  t0: float) -> None:
-    """The DatasetDict, the boilerplate model, the config and the stats (completed with the time taken and the
-    output folder), written as one atomic folder."""
+                  t0: float, stamp: dict | None = None) -> None:
+    """The DatasetDict, the boilerplate model, the config, the stats (completed with the time taken and the
+    output folder) and the input stamp, written as one atomic folder."""
     dsd = to_dataset_dict(by_split, cfg.topics)
     out = Path(cfg.output_dir) / cfg.name
     with atomic_directory(out) as tmp:
@@ -381,16 +388,37 @@ def write_dataset(cfg: DataConfig, by_split: dict[str, list[dict]], boiler: Boil
         stats["seconds"] = round(time.time() - t0, 2)
         stats["output"] = str(out)
         atomic_write_text(tmp / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False))
+        atomic_write_text(tmp / INPUTS_FILE, json.dumps(stamp if stamp is not None else input_stamp(cfg), indent=2,
+                                                        ensure_ascii=False))
 
 
-def fingerprint(files: Iterable[Path], annotations: Path | None, cfg: DataConfig) -> str:
-    """sha256 of every input file's bytes, the annotation file, and the data config."""
-    h = hashlib.sha256()
+# --- what a build was made from: the fingerprint, the input stamp, the staleness check ------------------
+
+INPUTS_FILE = "inputs.json"
+
+
+def _expand(files: Iterable[Path]) -> list[Path]:
+    """The files themselves, and every file under a folder (sorted)."""
     paths: list[Path] = []
     for f in files:
         paths += sorted(x for x in f.rglob("*") if x.is_file()) if f.is_dir() else [f]
+    return paths
+
+
+def sidecar_files(cfg: DataConfig) -> list[Path]:
+    """The `labels.json` sidecars the build reads (as `labels.read_sidecars` finds them), those that exist."""
+    roots = [Path(s.path) for s in cfg.sources]
+    return [f for f in dict.fromkeys(r / SIDECAR if r.is_dir() else r.parent / SIDECAR for r in roots) if f.is_file()]
+
+
+def fingerprint(files: Iterable[Path], annotations: Path | None, cfg: DataConfig) -> str:
+    """sha256 of every input file's bytes (the sources, the annotation file, the sidecars beside source files),
+    and of the data config."""
+    h = hashlib.sha256()
+    paths = _expand(files)
     if annotations and annotations.exists():
         paths.append(annotations)
+    paths += [f for f in sidecar_files(cfg) if f not in paths]  # a folder's sidecar is already among its files
     for p in paths:
         h.update(p.name.encode())
         try:
@@ -401,6 +429,102 @@ def fingerprint(files: Iterable[Path], annotations: Path | None, cfg: DataConfig
             h.update(b"<unreadable>")
     h.update(json.dumps(cfg.model_dump(exclude={"output_dir"}), sort_keys=True).encode())
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _source_files(cfg: DataConfig) -> dict[str, list[int] | None]:
+    """Every source file, as the build reads them, with [size, mtime in ns]; a source that does not exist: None."""
+    out: dict[str, list[int] | None] = {}
+    for src in cfg.sources:
+        root = Path(src.path)
+        if not root.exists():
+            out[str(root)] = None
+            continue
+        for f in _expand(_only_shards(root) or [root]):
+            st = f.stat()
+            out[str(f)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def input_stamp(cfg: DataConfig) -> dict:
+    """What a build of `cfg` reads (`inputs.json`): `sources`, each source file's [size, mtime in ns, sha256];
+    `labels`, each label file's sha256 (the stance annotations, the sidecars; a configured annotation file that
+    does not exist: null); `config`, the data config. Reading every byte costs little beside a build."""
+    sources = {k: v + [_sha256(Path(k))] for k, v in _source_files(cfg).items() if v is not None}
+    labels: dict[str, str | None] = {}
+    if cfg.annotations:
+        labels[str(cfg.annotations)] = _sha256(Path(cfg.annotations))
+    for f in sidecar_files(cfg):
+        labels[str(f)] = _sha256(f)
+    return {"sources": sources, "labels": labels, "config": cfg.model_dump(mode="json", exclude={"output_dir"})}
+
+
+@dataclass
+class Staleness:
+    """How a build differs from today's inputs. `reasons`: what changed ([] when the build is current);
+    `missing`: sources that are gone (the build cannot be checked against them, nor rebuilt); `labels_checked`:
+    whether the label files were compared (not for a build without `inputs.json` whose sources are gone)."""
+
+    reasons: list[str]
+    missing: list[str]
+    labels_checked: bool = True
+
+
+def _names(paths: list[str], n: int = 3) -> str:
+    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def stale_inputs(cfg: DataConfig, built: Path) -> Staleness:
+    """How the build in `built` (a built dataset folder) differs from what a build of `cfg` would read today.
+
+    The data config is compared as a whole, the label files by content (hashed: they are small), the source
+    files by size and mtime, and a source file whose mtime alone moved by content (a touched or copied file with
+    the same bytes is no change). A build made before `inputs.json` existed is compared by its fingerprint."""
+    stored_cfg = json.loads((built / "config.json").read_text())
+    if stored_cfg != json.loads(json.dumps(cfg.model_dump())):
+        return Staleness(["the data config changed"], [])
+    now = _source_files(cfg)
+    missing = [k for k, v in now.items() if v is None]
+    present = {k: v for k, v in now.items() if v is not None}
+    if not (built / INPUTS_FILE).is_file():
+        if missing:
+            return Staleness([], missing, labels_checked=False)
+        files = [Path(job) for job, _ in _read_jobs(cfg)]
+        fp = fingerprint(files, Path(cfg.annotations) if cfg.annotations else None, cfg)
+        if fp == json.loads((built / "stats.json").read_text()).get("fingerprint"):
+            return Staleness([], [])
+        return Staleness(["its inputs' fingerprint differs (a source or a label file changed)"], [])
+    stored = json.loads((built / INPUTS_FILE).read_text())
+    reasons = []
+    labels = {str(cfg.annotations): _sha256(Path(cfg.annotations))} if cfg.annotations else {}
+    labels |= {str(f): _sha256(f) for f in sidecar_files(cfg)}
+    def with_missing(k: str) -> bool:  # a file of a source that is gone (a folder's labels.json): not checkable
+        return any(Path(k).is_relative_to(m) for m in missing)
+
+    for k in dict.fromkeys([*stored["labels"], *labels]):
+        if stored["labels"].get(k) != labels.get(k) and not with_missing(k):
+            role = "data.annotations" if k == str(cfg.annotations) else "labels file"
+            what = "changed" if labels.get(k) and stored["labels"].get(k) else "is gone" if k not in labels or not labels[k] else "is new"
+            reasons.append(f"{role} {k} {what}")
+    old = stored["sources"]
+    changed = [k for k, v in present.items() if k in old and old[k][:2] != v
+               and (old[k][0] != v[0] or _sha256(Path(k)) != old[k][2])]
+    added = [k for k in present if k not in old]
+    gone = [k for k in old if k not in present and not with_missing(k)]
+    for what, keys in (("changed", changed), ("new", added), ("gone", gone)):
+        if keys:
+            reasons.append(f"source files {what}: {_names(keys)}")
+    return Staleness(reasons, missing)
 
 
 def split_stats(rows: list[dict]) -> dict:

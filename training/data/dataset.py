@@ -11,19 +11,35 @@ from pathlib import Path
 import numpy as np
 
 from training.data.schema import TASKS
+from training.errors import InputError
 
 
 def load_built(cfg_data, progress: bool = True):
-    """(DatasetDict, stats, folder) for a DataConfig: built now if missing or built from another data config."""
+    """(DatasetDict, stats, folder) for a DataConfig, built now when missing or stale: built from another data
+    config, or from other inputs (`build.stale_inputs`: new stance labels, changed sources). A stale build whose
+    sources are gone cannot be rebuilt: InputError, naming them. A current build whose sources are gone is used
+    as it is, with a warning."""
     from datasets import load_from_disk
 
-    from training.data.build import build_dataset
+    from training.data.build import build_dataset, stale_inputs
 
     path = Path(cfg_data.output_dir) / cfg_data.name
-    stored = path / "config.json"
-    current = cfg_data.model_dump()
-    if not stored.exists() or json.loads(stored.read_text()) != json.loads(json.dumps(current)):
-        print(f"building dataset {path} (missing or built from another data config) ...", file=sys.stderr, flush=True)
+    if not (path / "config.json").exists() or not (path / "stats.json").exists():
+        reasons = ["no build yet"]
+    else:
+        staleness = stale_inputs(cfg_data, path)
+        reasons = staleness.reasons
+        if staleness.missing and reasons:
+            raise InputError(f"dataset {path} is stale ({'; '.join(reasons)}) and cannot be rebuilt: data.sources "
+                             f"{', '.join(staleness.missing)} not found (fetch them again, e.g. `vigie data fetch "
+                             "orangesum`, or point data.sources at them)")
+        if staleness.missing:
+            why = ("its labels and data config are current" if staleness.labels_checked else "its data config is "
+                   "current; its labels could not be checked: it was built before inputs.json was written")
+            print(f"warning: data.sources {', '.join(staleness.missing)} not found: using dataset {path} as built "
+                  f"({why})", file=sys.stderr, flush=True)
+    if reasons:
+        print(f"building dataset {path}: {'; '.join(reasons)} ...", file=sys.stderr, flush=True)
         build_dataset(cfg_data, progress=progress)
     dsd = load_from_disk(str(path))
     stats = json.loads((path / "stats.json").read_text())
