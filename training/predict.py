@@ -154,15 +154,19 @@ def _article_items(paths: Iterable[Path], report: Report) -> Iterator[Item]:
         yield Item(a.id, a.text, None, date, None, a.path, None, raw_date=a.date if unreadable else None)
 
 
+def _table_items(path: Path | str, report: Report, batch_size: int) -> Iterator[Item]:
+    for batch in iter_table_batches(path, report.skip, batch_rows=batch_size):
+        for row in batch:
+            got = item_from_record(row.record, row.path, row.line)
+            if isinstance(got, str):
+                report.skip(Skip(row.path, got, line=row.line))
+            else:
+                yield got
+
+
 def _file_items(path: Path, report: Report, batch_size: int) -> Iterator[Item]:
     if is_table_file(path):
-        for batch in iter_table_batches(path, report.skip, batch_rows=batch_size):
-            for row in batch:
-                got = item_from_record(row.record, row.path, row.line)
-                if isinstance(got, str):
-                    report.skip(Skip(row.path, got, line=row.line))
-                else:
-                    yield got
+        yield from _table_items(path, report, batch_size)
     elif is_article_file(path) or path.name == "labels.json":
         yield from _article_items([path], report)
     else:
@@ -174,13 +178,7 @@ def iter_items(paths: list[str], report: Report, batch_size: int) -> Iterator[It
     """Every article of the inputs, in order; what cannot be one goes to `report`."""
     for name in paths:
         if name == STDIN:
-            for batch in iter_table_batches(STDIN, report.skip, batch_rows=batch_size):
-                for row in batch:
-                    got = item_from_record(row.record, row.path, row.line)
-                    if isinstance(got, str):
-                        report.skip(Skip(row.path, got, line=row.line))
-                    else:
-                        yield got
+            yield from _table_items(STDIN, report, batch_size)
             continue
         p = Path(name)
         if p.is_dir() and not is_orangesum_repo(p):
