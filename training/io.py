@@ -40,6 +40,18 @@ def read_jsonl(path: Path, on_error: Callable[[int, str], None] | None = None,
             on_error(lineno, message)
 
 
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of `size` consecutive items (the last one shorter): `itertools.batched` arrives with Python 3.12."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def jsonl_text(rows: Iterable[Any]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 

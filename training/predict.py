@@ -39,6 +39,7 @@ from training.data.cleaning import split_title
 from training.data.readers import is_article_file, is_orangesum_repo, read_paths, walk_files
 from training.data.tables import STDIN, is_table_file, iter_table_batches, table_format, table_rows, table_suffix
 from training.errors import InputError, InvalidInput
+from training.io import batched
 from training.models.contract import article_words, iso_date, output_columns, prepare_text, text_problem
 from training.registry import load_model, model_version, pinned_uri
 from training.registry import predict as model_predict
@@ -193,17 +194,6 @@ def iter_items(paths: list[str], report: Report, batch_size: int) -> Iterator[It
             yield from _file_items(p, report, batch_size)
 
 
-def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
-    batch: list[Item] = []
-    for it in items:
-        batch.append(it)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # --- output --------------------------------------------------------------------------------------------
 
 
@@ -327,7 +317,7 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     writer = None
     try:
         writer = Writer(fmt, output, columns)
-        for batch in _batches(iter_items(paths, report, batch_size), batch_size):
+        for batch in batched(iter_items(paths, report, batch_size), batch_size):
             ready = []
             for it in batch:
                 if article_words(prepare_text(it.text, it.title, boilerplate, it.source)) == 0:

@@ -39,6 +39,7 @@ from typing import IO, Any, NamedTuple
 from training.data.article import Skip
 from training.data.readers import decode_bytes
 from training.errors import InputError
+from training.io import batched
 
 SkipSink = Callable[[Skip], None]
 STDIN = "-"
@@ -115,19 +116,16 @@ def iter_table_batches(path: Path | str, skip: SkipSink, batch_rows: int = 1024,
         said[0] += 1
         skip(s)
 
-    batch: list[TableRow] = []
-    for row in reader(name, counted, required, batch_rows):
-        said[0] += 1
-        problem = _normalise(row)
-        if problem:
-            skip(Skip(name, problem, line=row.line))
-            continue
-        batch.append(row)
-        if len(batch) >= batch_rows:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    def good_rows() -> Iterator[TableRow]:
+        for row in reader(name, counted, required, batch_rows):
+            said[0] += 1
+            problem = _normalise(row)
+            if problem:
+                skip(Skip(name, problem, line=row.line))
+            else:
+                yield row
+
+    yield from batched(good_rows(), batch_rows)
     if not said[0]:
         skip(Skip(name, "no rows (blank lines or a header only)"))
 
@@ -157,12 +155,19 @@ def _open_binary(name: str) -> IO[bytes]:
     return gzip.open(name, "rb") if name.lower().endswith(".gz") else open(name, "rb")
 
 
-def _jsonl_rows(name: str, skip: SkipSink, required: tuple[str, ...], _batch: int) -> Iterator[TableRow]:
-    lineno = 0
+def _open_or_skip(name: str, skip: SkipSink) -> IO[bytes] | None:
+    """The file (stdin for `-`, decompressed for .gz) open for reading, or None once its OSError is a skip."""
     try:
-        fh = _open_binary(name)
+        return _open_binary(name)
     except OSError as e:
         skip(Skip(name, f"unreadable: {e.strerror or e}"))
+        return None
+
+
+def _jsonl_rows(name: str, skip: SkipSink, required: tuple[str, ...], _batch: int) -> Iterator[TableRow]:
+    lineno = 0
+    fh = _open_or_skip(name, skip)
+    if fh is None:
         return
     try:
         while True:
@@ -227,10 +232,8 @@ def _csv_rows(name: str, skip: SkipSink, required: tuple[str, ...], batch: int) 
     import pandas as pd
 
     rows_read = 0
-    try:
-        fh = _open_binary(name)
-    except OSError as e:
-        skip(Skip(name, f"unreadable: {e.strerror or e}"))
+    fh = _open_or_skip(name, skip)
+    if fh is None:
         return
     try:
         try:
