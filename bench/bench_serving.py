@@ -1,10 +1,18 @@
-"""The served champion over HTTP against in-process predict, on the same articles.
+"""Serving throughput and latency of a model: over HTTP (`vigie serve`, N worker processes) and in-process.
 
-    .venv/bin/python bench/bench_serving.py [--model models:/vigie@champion] [--n 200] [--batch 32]
+    MLFLOW_TRACKING_URI=... .venv/bin/python bench/bench_serving.py [--model models:/vigie@champion]
+        [--articles 2000] [--batch 32] [--clients 4] [--workers 2] [--single 200] [--json out.json]
 
-Starts `vigie serve` on a free loopback port, measures one-article latency (p50/p95 over --n requests, one at a
-time) and batched throughput (docs/s, --batch articles a request), then the same model loaded in-process;
-stops the server by its own pid. Loopback only, bounded in count."""
+Articles: the first --articles OrangeSum articles of the `train` split that have a body, read from the shared
+shards (../shared/data/orangesum/shards; `valid` and `test` are never read), each sent as the served contract
+takes it: `text` = title, lead and body on their own lines, and `date`.
+1. HTTP: starts `vigie serve --model M --workers W` on a free loopback port, warms every worker up, then posts all
+   the articles in batches of --batch from --clients threads at once (a small pool keeps every worker busy):
+   articles/s over the wall time; then --single one-article requests one at a time: p50/p95 latency. The server
+   (its own process group) is stopped by its pid.
+2. In-process: the same model loaded with `training.registry.load_model`, the same batches one after the other in
+   this process (one core): articles/s; one-article p50/p95.
+Every answer is checked (status 200, one row per article). Loopback only, bounded in count."""
 
 from __future__ import annotations
 
@@ -17,23 +25,28 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARDS = REPO / "data" / "raw" / "orangesum" / "shards"
+SHARDS = REPO.parent / "shared" / "data" / "orangesum" / "shards"
 
 
-def articles(n: int) -> list[str]:
+def articles(n: int) -> list[dict]:
+    """The first n `train` articles with a body, in shard order, as served-contract records."""
     out = []
-    with gzip.open(SHARDS / "orangesum_topic_05.jsonl.gz", "rt") as fh:
-        for line in fh:
-            d = json.loads(line)
-            if d.get("text"):
-                out.append(f"{d['title']}\n{d.get('abstract') or ''}\n{d['text']}")
-            if len(out) == n:
-                return out
+    for shard in sorted(SHARDS.glob("orangesum_topic_*.jsonl.gz")):
+        with gzip.open(shard, "rt") as fh:
+            for line in fh:
+                d = json.loads(line)
+                if d.get("split") == "train" and d.get("text"):
+                    out.append({"text": f"{d['title']}\n{d.get('abstract') or ''}\n{d['text']}", "date": d.get("date")})
+                    if len(out) == n:
+                        return out
+    if len(out) < n:
+        sys.exit(f"only {len(out)} train articles with a body under {SHARDS}")
     return out
 
 
@@ -43,72 +56,139 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, workers: int, timeout_s: float = 600) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--model", model, "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--model", model, "--port", str(port),
+           "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
         try:
             if httpx.get(url + "/ping", timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGTERM)
-    sys.exit("server did not start")
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    sys.exit("server did not answer /ping in time")
 
 
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs) * 1000, q))
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own session: uvicorn's workers go with it
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def pct(seconds: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(seconds) * 1000, q))
+
+
+def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clients: int, workers: int) -> dict:
+    import httpx
+
+    def post(client: httpx.Client, rows: list[dict]) -> None:
+        r = client.post(url + "/invocations", json={"dataframe_records": rows})
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:500]}")
+        got = r.json()
+        n = len(got["predictions"]) if isinstance(got, dict) and "predictions" in got else len(got)
+        if n != len(rows):
+            raise RuntimeError(f"{n} rows answered for {len(rows)} sent")
+
+    def run(chunk: list[list[dict]]) -> None:
+        with httpx.Client(timeout=120) as client:
+            for rows in chunk:
+                post(client, rows)
+
+    # warm-up: enough concurrent batches that every worker has loaded the model and answered a few
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(run, [[batches[i % len(batches)]] * 2 for i in range(max(clients, 2 * workers))]))
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(run, [batches[i::clients] for i in range(clients)]))
+    wall = time.perf_counter() - t0
+    latency = []
+    with httpx.Client(timeout=60) as client:
+        for row in singles:
+            t = time.perf_counter()
+            post(client, [row])
+            latency.append(time.perf_counter() - t)
+    n = sum(map(len, batches))
+    return {"articles": n, "wall_s": wall, "articles_per_s": n / wall, "one_p50_ms": pct(latency, 50),
+            "one_p95_ms": pct(latency, 95)}
+
+
+def inprocess_figures(model_uri: str, batches: list[list[dict]], singles: list[dict]) -> dict:
+    import pandas as pd
+
+    from training.registry import load_model
+
+    model = load_model(model_uri)
+    frames = [pd.DataFrame(rows) for rows in batches]
+    for f in frames[:2]:
+        model.predict(f)  # warm-up
+    t0 = time.perf_counter()
+    for f in frames:
+        out = model.predict(f)
+        if len(out) != len(f):
+            raise RuntimeError(f"{len(out)} rows answered for {len(f)}")
+    wall = time.perf_counter() - t0
+    latency = []
+    for row in singles:
+        f = pd.DataFrame([row])
+        t = time.perf_counter()
+        model.predict(f)
+        latency.append(time.perf_counter() - t)
+    n = sum(map(len, batches))
+    return {"articles": n, "wall_s": wall, "articles_per_s": n / wall, "one_p50_ms": pct(latency, 50),
+            "one_p95_ms": pct(latency, 95)}
 
 
 def main() -> None:
-    import httpx
-    import pandas as pd
-
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="models:/vigie@champion")
-    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--articles", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    ap.add_argument("--workers", type=int, default=2, help="`vigie serve --workers`")
+    ap.add_argument("--single", type=int, default=200, help="one-article requests for the latency figures")
+    ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--no-inprocess", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
-    docs = articles(max(args.n, args.batch * args.batches))
-    proc, url = start_server(args.model)
-    try:
-        with httpx.Client(timeout=60) as c:
-            c.post(url + "/invocations", json={"dataframe_records": [{"text": docs[0]}]})  # warm-up
-            lat = []
-            for d in docs[: args.n]:
-                t0 = time.perf_counter()
-                r = c.post(url + "/invocations", json={"dataframe_records": [{"text": d}]})
-                lat.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.text
-            t0 = time.perf_counter()
-            for k in range(args.batches):
-                r = c.post(url + "/invocations", json={"dataframe_records": [{"text": d} for d in docs[k * args.batch:(k + 1) * args.batch]]})
-                assert r.status_code == 200
-            http_tput = args.batch * args.batches / (time.perf_counter() - t0)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    from training.registry import load_model
 
-    model = load_model(args.model)
-    model.predict(pd.DataFrame({"text": docs[:1]}))
-    lat_in = []
-    for d in docs[: args.n]:
-        t0 = time.perf_counter()
-        model.predict(pd.DataFrame({"text": [d]}))
-        lat_in.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for k in range(args.batches):
-        model.predict(pd.DataFrame({"text": docs[k * args.batch:(k + 1) * args.batch]}))
-    in_tput = args.batch * args.batches / (time.perf_counter() - t0)
-    print(f"model {args.model}")
-    print(f"HTTP        one article: p50 {pct(lat, 50):7.1f} ms  p95 {pct(lat, 95):7.1f} ms   batch {args.batch}: {http_tput:7.1f} docs/s")
-    print(f"in-process  one article: p50 {pct(lat_in, 50):7.1f} ms  p95 {pct(lat_in, 95):7.1f} ms   batch {args.batch}: {in_tput:7.1f} docs/s")
+    docs = articles(args.articles)
+    batches = [docs[i:i + args.batch] for i in range(0, len(docs), args.batch)]
+    singles = docs[: args.single]
+    figures = {"model": args.model, "articles": len(docs), "batch": args.batch, "cpu_count": os.cpu_count(),
+               "mean_text_chars": float(np.mean([len(d["text"]) for d in docs]))}
+    if not args.no_http:
+        proc, url = start_server(args.model, args.workers)
+        try:
+            figures["http"] = {"workers": args.workers, "clients": args.clients,
+                               **http_figures(url, batches, singles, args.clients, args.workers)}
+        finally:
+            stop_server(proc)
+    if not args.no_inprocess:
+        figures["in_process"] = inprocess_figures(args.model, batches, singles)
+    print(f"model {args.model}: {len(docs)} train articles ({figures['mean_text_chars']:.0f} characters on average), "
+          f"batches of {args.batch}")
+    for name, f in (("HTTP", figures.get("http")), ("in-process", figures.get("in_process"))):
+        if f:
+            extra = f"  ({f['workers']} workers, {f['clients']} clients)" if name == "HTTP" else "  (1 process)"
+            print(f"{name:11s} {f['articles_per_s']:7.1f} articles/s   one article: p50 {f['one_p50_ms']:6.1f} ms  "
+                  f"p95 {f['one_p95_ms']:6.1f} ms{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

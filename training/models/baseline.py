@@ -6,10 +6,17 @@ itself (LogisticRegression, ComplementNB) or, for LinearSVC, from a softmax over
 temperature fitted on held-out data (temperature scaling: one parameter, argmax unchanged). `ClassBias` can shift
 each class's decision threshold to where out-of-fold macro-F1 is best (`class_bias_folds`). `PublicationMonth` adds
 the article's date (`date_weight`), an optional column of the input frame.
+
+The word n-grams are counted once for all tasks: a task's pipeline starts with the model's shared, already
+fitted `WordColumns` (`shared_words`, frozen), which adds each article's counts to the frame, and its `WordTfidf`
+picks the task's own terms and idf out of them (the features a TfidfVectorizer of the task's own would give).
+`proba_tasks` runs that shared step once and the rest of each pipeline after it. The counting itself is
+`FastCountVectorizer`: scikit-learn's CountVectorizer with the n-gram lookup vectorised (the same matrix).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -21,7 +28,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import ComplementNB
@@ -39,17 +46,27 @@ _ELISION = re.compile(r"\b([cdjlmnst]|qu|jusqu|lorsqu|puisqu|quoiqu)'", re.IGNOR
 
 class FrenchPreprocessor:
     """Lowercase, typographic apostrophes unified, elisions split (l'Occident -> l occident), and the title
-    (first line) repeated `title_weight` extra times so that its words count more."""
+    (first line) repeated `title_weight` extra times so that its words count more.
 
-    def __init__(self, title_weight: int = 0):
+    split_elisions=False skips the apostrophe steps, for the word analyzer: its tokens are runs of two or more
+    word characters, and an apostrophe is no word character, like the space that replaces it, so the elision
+    split cannot change a word token (tests/test_throughput.py checks it on real articles), while its regex was
+    most of the preprocessing time. Character n-grams do see the apostrophe and keep the split."""
+
+    split_elisions = True  # a class default: preprocessors pickled before the parameter existed split them
+
+    def __init__(self, title_weight: int = 0, split_elisions: bool = True):
         self.title_weight = title_weight
+        self.split_elisions = split_elisions
 
     def __call__(self, text: str) -> str:
-        text = text.replace("\u2019", "'").replace("\u2018", "'")
+        if self.split_elisions:
+            text = text.replace("\u2019", "'").replace("\u2018", "'")
         if self.title_weight:
             title = text.split("\n", 1)[0]
             text = (title + "\n") * self.title_weight + text
-        return _ELISION.sub(r"\1 ", text.lower())
+        text = text.lower()
+        return _ELISION.sub(r"\1 ", text) if self.split_elisions else text
 
 
 class HeadPreprocessor(FrenchPreprocessor):
@@ -61,6 +78,390 @@ class HeadPreprocessor(FrenchPreprocessor):
 
     def __call__(self, text: str) -> str:
         return super().__call__("\n".join(text.split("\n", self.lines)[: self.lines]))
+
+
+def _object_column(values: list) -> np.ndarray:
+    """A list of arrays as a 1-D object array (numpy would stack equal-length arrays into a 2-D one)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _sparse(data, indices, indptr, shape):
+    """A CSR matrix of scikit-learn's configured sparse interface (what CountVectorizer returns)."""
+    from sklearn import get_config
+
+    cls = sp.csr_array if get_config().get("sparse_interface", "spmatrix") == "sparray" else sp.csr_matrix
+    return cls((data, indices, indptr), shape=shape)
+
+
+@functools.cache
+def _word_chars() -> np.ndarray:
+    """Per code point: whether `re`'s \\w matches it (in a str pattern), as the regex engine itself finds; computed
+    once a process (0.3 s)."""
+    every = "".join(map(chr, range(0x110000)))
+    table = np.zeros(0x110000, dtype=bool)
+    table[[m.start() for m in re.finditer(r"\w", every)]] = True
+    return table
+
+
+_HASH = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
+_HASH_INV = pow(_HASH, -1, 2**64)
+
+
+def _code_points(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The texts joined by NUL (no word character) as code points, and where each text starts."""
+    sizes = np.fromiter(map(len, texts), np.int64, len(texts)) + 1
+    joined = "\0".join(texts)
+    return (np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32),
+            np.cumsum(sizes) - sizes)
+
+
+def _word_tokens(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tokens of scikit-learn's default token pattern, r"(?u)\\b\\w\\w+\\b", as spans of `chars`: every
+    maximal run of two or more word characters (its matches, left to right). (starts, ends, 64-bit hashes:
+    sum of code point * _HASH**k, k the place in the token, modulo 2**64)."""
+    word = _word_chars()[chars]
+    edge = np.diff(np.concatenate(([False], word, [False])).view(np.int8))
+    start, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    start, end = start[end - start >= 2], end[end - start >= 2]
+    power, inverse = _hash_powers(len(chars) + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(len(chars) + 1, dtype=np.uint64)
+        np.cumsum(chars * power[: len(chars)], out=prefix[1:])
+        hashes = (prefix[end] - prefix[start]) * inverse[start]
+    return start, end, hashes
+
+
+@functools.lru_cache(maxsize=2)
+def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(over="ignore"):
+        step = np.full(size, _HASH, dtype=np.uint64)
+        step[0] = 1
+        back = np.full(size, _HASH_INV, dtype=np.uint64)
+        back[0] = 1
+        return np.cumprod(step), np.cumprod(back)
+
+
+def _hash_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """_HASH**i and _HASH**-i (mod 2**64) for i < n, at least: constants, kept for the largest size asked (rounded
+    up to a power of two), so that a batch does not recompute them."""
+    return _powers(1 << max(16, (n - 1).bit_length()))
+
+
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
+
+
+class KeyTable:
+    """A fixed map from int64 keys to non-negative int64 values, looked up for a whole array of keys at once:
+    open addressing with linear probing in numpy arrays, at most a quarter full, so that most searches end at
+    their first slot (a sorted array's binary search costs a chain of ~20 dependent memory reads per key); the
+    few others probe the next slots eight at a time."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray):
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(np.unique(keys)) != len(keys):
+            raise ValueError("KeyTable keys must be distinct")
+        self.bits = max(4, int(4 * max(len(keys), 1) - 1).bit_length())
+        self.keys = np.zeros(1 << self.bits, dtype=np.int64)
+        self.values = np.full(1 << self.bits, -1, dtype=np.int64)  # -1: an empty slot
+        pending, slot = np.arange(len(keys)), self._home(keys)
+        while len(pending):  # each round: every free slot takes the first key that wants it; the others move on
+            free = self.values[slot] < 0
+            taken, first = np.unique(slot[free], return_index=True)
+            winners = pending[free][first]
+            self.keys[taken], self.values[taken] = keys[winners], np.asarray(values, dtype=np.int64)[winners]
+            placed = np.zeros(len(pending), dtype=bool)
+            placed[np.flatnonzero(free)[first]] = True
+            pending, slot = pending[~placed], (slot[~placed] + 1) & ((1 << self.bits) - 1)
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((keys.view(np.uint64) * _FIBONACCI) >> np.uint64(64 - self.bits)).astype(np.int64)
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """The value of each key, -1 for a key not in the table."""
+        keys = np.asarray(keys, dtype=np.int64)
+        home = self._home(keys)
+        value = self.values[home]
+        hit = (value >= 0) & (self.keys[home] == keys)
+        out = np.where(hit, value, -1)
+        # an empty slot ends a search (a key sits at the first slot free from its home when it was placed, and
+        # no slot is emptied later); a slot of another key sends it on
+        todo = np.flatnonzero((value >= 0) & ~hit)
+        ahead = np.arange(1, 9)
+        while len(todo):
+            slots = (home[todo, None] + ahead) & ((1 << self.bits) - 1)
+            value = self.values[slots]
+            match = (value >= 0) & (self.keys[slots] == keys[todo, None])
+            found = match.any(axis=1)
+            out[todo[found]] = value[found, match[found].argmax(axis=1)]
+            todo = todo[~found & (value >= 0).all(axis=1)]
+            ahead = ahead + 8
+        return out
+
+
+def _chunks(docs: list, chars: int) -> list[tuple[int, int]]:
+    """Consecutive (start, end) ranges of docs, each of about `chars` characters at most (a longer doc alone)."""
+    ends = np.cumsum(np.fromiter((len(d) if isinstance(d, str) else 0 for d in docs), np.int64, len(docs)))
+    out, lo = [], 0
+    while lo < len(docs):
+        hi = max(lo + 1, int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + chars, side="right")))
+        out.append((lo, hi))
+        lo = hi
+    return out or [(0, 0)]
+
+
+class FastCountVectorizer(CountVectorizer):
+    """scikit-learn's CountVectorizer (its fit, vocabulary, preprocessor and tokenizer) with `transform` vectorised
+    for the analyzers the baselines use: `word` with 1- and 2-grams, and `char_wb`.
+
+    The library builds each n-gram of each document as a string and looks it up in a Python loop: 90 % of the
+    serving time. Here the whole batch is one array of code points: the word tokens are the default token
+    pattern's matches found as runs of word characters (`_word_tokens`), each n-gram becomes an integer key (a
+    word: its token's number, found by hash and checked character by character; a bigram: its two token numbers;
+    a character n-gram: its characters as digits of a base-(alphabet + 1) number, so distinct strings get distinct
+    keys) and all keys are looked up at once (`KeyTable`). The preprocessor is the vectorizer's own, so the
+    matrix is CountVectorizer.transform's, entry for entry (tests/test_throughput.py). Any other setting (stop
+    words, a custom token pattern, tokenizer or analyzer, word n-grams beyond 2, an alphabet too large for 64-bit
+    keys) takes the library's path, as does a vectorizer whose `lookup_` is None."""
+
+    CHUNK_CHARS = 1 << 20  # documents are vectorised together up to about this many characters at a time
+
+    def fit_transform(self, raw_documents, y=None):
+        X = super().fit_transform(raw_documents, y)
+        self.lookup_ = self._build_lookup()
+        return X
+
+    def _build_lookup(self) -> dict | None:
+        if self.stop_words is not None or self.tokenizer is not None or callable(self.analyzer):
+            return None
+        terms = self.get_feature_names_out()
+        if self.analyzer == "word" and self.ngram_range[1] <= 2 and self.token_pattern == r"(?u)\b\w\w+\b":
+            parts = [t.split(" ") for t in terms]
+            tokens = list(dict.fromkeys(w for p in parts for w in p))  # every token of a feature, numbered
+            number = dict(zip(tokens, range(len(tokens))))
+            chars, starts = _code_points(tokens)
+            _, _, hashes = _word_tokens(chars)  # each token is one run of word characters: its own hash
+            if len(hashes) != len(tokens) or len(np.unique(hashes)) != len(tokens):  # distinct, for KeyTable
+                return None  # never seen; the library's path then
+            first = np.fromiter((number[p[0]] for p in parts), np.int64, len(parts))
+            last = np.fromiter((number[p[-1]] for p in parts), np.int64, len(parts))
+            single = np.fromiter(map(len, parts), np.int64, len(parts)) == 1
+            unigram = np.full(len(tokens), -1, np.int64)
+            unigram[first[single]] = np.flatnonzero(single)
+            return {"tokens": KeyTable(hashes.view(np.int64), np.arange(len(tokens))), "chars": chars, "starts": starts,
+                    "sizes": np.fromiter(map(len, tokens), np.int64, len(tokens)), "unigram": unigram,
+                    "features": KeyTable(first[~single] * len(tokens) + last[~single], np.flatnonzero(~single))}
+        if self.analyzer == "char_wb":
+            alphabet = np.array(sorted({ord(c) for t in terms for c in t}), dtype=np.int64)
+            base = len(alphabet) + 1
+            if base ** self.ngram_range[1] >= 2**63:
+                return None
+            digit = dict(zip(alphabet.tolist(), range(1, base)))
+            keys = np.empty(len(terms), dtype=np.int64)
+            for j, t in enumerate(terms):
+                k = 0
+                for c in t:
+                    k = k * base + digit[ord(c)]
+                keys[j] = k
+            return {"alphabet": alphabet, "features": KeyTable(keys, np.arange(len(terms)))}
+        return None
+
+    def transform(self, raw_documents):
+        lookup = getattr(self, "lookup_", None)
+        if lookup is None or isinstance(raw_documents, str):
+            return super().transform(raw_documents)  # the library's checks and messages too
+        docs = list(raw_documents)
+        features = self._word_features if self.analyzer == "word" else self._char_features
+        rows, cols = [], []
+        for lo, hi in _chunks(docs, self.CHUNK_CHARS):  # bounded memory for a training set or a huge request
+            r, c = features(docs[lo:hi], lookup)
+            rows.append(r + lo)
+            cols.append(c)
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        # counted by sorting (document, feature) pairs: each row's columns come out sorted, as CountVectorizer's
+        pairs, counts = np.unique(rows * len(self.vocabulary_) + cols, return_counts=True)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(pairs // len(self.vocabulary_), minlength=len(docs)))])
+        return _sparse(counts.astype(self.dtype), (pairs % len(self.vocabulary_)).astype(np.int32), indptr,
+                       (len(docs), len(self.vocabulary_)))
+
+    def _word_features(self, docs: list, lookup: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(document, feature) of every word n-gram occurrence that is a feature. The tokens are found as runs of
+        word characters over the whole batch (`_word_tokens`, the default pattern's matches) and identified by
+        hash, each hit then checked character by character against the token it names: exact, no hash luck."""
+        preprocess, decode = self.build_preprocessor(), self.decode
+        chars, doc_start = _code_points([preprocess(decode(d)) for d in docs])
+        start, end, hashes = _word_tokens(chars)
+        ids = lookup["tokens"].get(hashes.view(np.int64))
+        hit = np.flatnonzero(ids >= 0)
+        size = end[hit] - start[hit]
+        same = size == lookup["sizes"][ids[hit]]
+        hit, size = hit[same], size[same]
+        if len(hit):  # every character of each hit against its vocabulary token's (a token has two or more)
+            first = np.cumsum(size) - size  # where each hit's characters start in the flat comparison
+            at = np.arange(first[-1] + size[-1])
+            differ = np.logical_or.reduceat(
+                chars[np.repeat(start[hit] - first, size) + at]
+                != lookup["chars"][np.repeat(lookup["starts"][ids[hit]] - first, size) + at], first)
+            hit = hit[~differ]
+        checked = np.zeros(len(ids), dtype=bool)
+        checked[hit] = True
+        ids = np.where(checked, ids, -1)
+        doc = np.searchsorted(doc_start, start, side="right") - 1
+        min_n, max_n = self.ngram_range
+        rows, cols = [], []
+        if min_n == 1:
+            rows.append(doc)
+            cols.append(np.where(ids >= 0, lookup["unigram"][ids], -1))
+        if max_n == 2 and len(ids) > 1:
+            a, b = ids[:-1], ids[1:]
+            pair = (a >= 0) & (b >= 0) & (doc[:-1] == doc[1:])  # both known tokens, in the same document
+            rows.append(doc[:-1][pair])
+            cols.append(lookup["features"].get(a[pair] * len(lookup["sizes"]) + b[pair]))
+        rows, cols = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (rows, cols))
+        return rows[cols >= 0], cols[cols >= 0]
+
+    def _char_features(self, docs: list, lookup: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(document, feature) of every char_wb n-gram occurrence that is a feature. As the library: each
+        whitespace-separated word padded with a space each side, every window of n characters inside it for n
+        in ngram_range, and a padded word shorter than the smallest n once, whole. (The library first turns
+        runs of white space into one space: `str.split` splits on the same white space, so that changes no word.)"""
+        preprocess, decode = self.build_preprocessor(), self.decode
+        words = [preprocess(decode(d)).split() for d in docs]
+        flat = [w for ws in words for w in ws]
+        if not flat:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        word_doc = np.repeat(np.arange(len(docs)), np.fromiter(map(len, words), np.int64, len(words)))
+        size = np.fromiter(map(len, flat), np.int64, len(flat)) + 2  # padded
+        chars = np.frombuffer((" " + "  ".join(flat) + " ").encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        alphabet = lookup["alphabet"]
+        at = np.searchsorted(alphabet, chars).clip(max=len(alphabet) - 1)
+        digit = np.where(alphabet[at] == chars, at + 1, 0)  # 0: a character no feature holds
+        base = len(alphabet) + 1
+        unknown = np.concatenate([[0], np.cumsum(digit == 0)])
+        start = np.cumsum(size) - size
+        pos_word = np.repeat(np.arange(len(flat)), size)
+        word_end = (start + size)[pos_word]  # per position: the end of its padded word
+        min_n, max_n = self.ngram_range
+        rows, keys = [], []
+        key = digit.copy()  # key[p]: the window of length n starting at p
+        for n in range(1, max_n + 1):
+            if n > 1:
+                key = key[:-1] * base + digit[n - 1:]
+            p = np.arange(len(key))
+            inside = (p + n <= word_end[: len(key)]) & (unknown[n:] - unknown[: len(key)] == 0)
+            if n >= min_n:
+                take = inside
+            else:  # below the range: only a whole padded word shorter than min_n counts, once
+                take = np.zeros(len(key), dtype=bool)
+                short = start[size == n]
+                take[short] = inside[short]
+            rows.append(word_doc[pos_word[: len(key)][take]])
+            keys.append(key[take])
+        rows, cols = np.concatenate(rows), lookup["features"].get(np.concatenate(keys))
+        return rows[cols >= 0], cols[cols >= 0]
+
+
+WORDS = "words"  # the frame column of each article's word counts (WordColumns)
+
+
+class WordColumns(TransformerMixin, BaseEstimator):
+    """The input frame plus each article's word n-gram counts, counted once for every task that reads them: the
+    `words` column, per row a [2, k] int32 array (the vocabulary ids of its n-grams, sorted, and their counts) from
+    `vectorizer` (a FastCountVectorizer fitted on the `text` column). A model shares one fitted WordColumns between
+    its tasks (a FrozenEstimator, the first step of each task's pipeline); each task's `WordTfidf` then picks its
+    own terms and weights out of the counts. (One column: selecting several columns of a frame costs pandas
+    half a millisecond a request.)"""
+
+    def __init__(self, vectorizer=None):
+        self.vectorizer = vectorizer
+
+    def fit(self, X, y=None):
+        self.vectorizer_ = clone(self.vectorizer).fit(_column(X["text"]))
+        return self
+
+    def transform(self, X):
+        counts = sp.csr_matrix(self.vectorizer_.transform(_column(X["text"])))
+        rows = np.vstack([counts.indices, counts.data]).astype(np.int32)  # counts are whole numbers
+        return X.assign(**{WORDS: _object_column(np.split(rows, counts.indptr[1:-1], axis=1))})
+
+    def get_feature_names_out(self, input_features=None):
+        names = input_features if input_features is not None else self.feature_names_in_
+        return np.asarray([*names, WORDS], dtype=object)
+
+
+class WordTfidf(TransformerMixin, BaseEstimator):
+    """A task's word TF-IDF features from the shared counts (the `words` column, made by `words`, the model's fitted
+    WordColumns, whose vocabulary names the features). The task's own vocabulary is the shared terms that pass
+    its min_df / max_df / max_features on its own training rows, chosen as CountVectorizer chooses them, and its
+    idf is its own (TfidfTransformer): the features of a TfidfVectorizer fitted on those rows, while the
+    tokenising and counting ran once for all tasks. The shared vocabulary must hold every term the task's own
+    vectorizer would keep: fitted on the union of the tasks' rows with the smallest min_df, it does."""
+
+    def __init__(self, words=None, min_df: float = 1, max_df: float = 1.0, max_features: int | None = None,
+                 sublinear_tf: bool = False):
+        self.words = words
+        self.min_df = min_df
+        self.max_df = max_df
+        self.max_features = max_features
+        self.sublinear_tf = sublinear_tf
+
+    def _shared_counts(self, X):
+        rows = _column(X)
+        indptr = np.concatenate([[0], np.cumsum(np.fromiter((r.shape[1] for r in rows), np.int64, len(rows)))])
+        ids, counts = np.concatenate(rows, axis=1) if rows else np.zeros((2, 0), np.int32)
+        return sp.csr_matrix((counts.astype(np.float32), ids, indptr),
+                             shape=(len(rows), len(self.words.vectorizer_.vocabulary_)))
+
+    def _own(self, X):
+        """The shared counts restricted to this task's terms, renumbered (each row stays sorted)."""
+        col = self.position_[X.indices]
+        keep = col >= 0
+        row = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row[keep], minlength=X.shape[0]))])
+        return sp.csr_matrix((X.data[keep], col[keep], indptr), shape=(X.shape[0], len(self.columns_)))
+
+    def fit(self, X, y=None):
+        from numbers import Integral
+
+        X = self._shared_counts(X)
+        n = X.shape[0]
+        high = self.max_df if isinstance(self.max_df, Integral) else self.max_df * n
+        low = self.min_df if isinstance(self.min_df, Integral) else self.min_df * n
+        if high < low:
+            raise ValueError("max_df corresponds to < documents than min_df")
+        df = np.bincount(X.indices, minlength=X.shape[1])
+        mask = (df > 0) & (df >= low) & (df <= high)  # df > 0: CountVectorizer only knows the terms it saw
+        if self.max_features is not None and mask.sum() > self.max_features:
+            tfs = np.asarray(X.sum(axis=0)).ravel()
+            top = np.zeros(len(mask), dtype=bool)
+            top[np.flatnonzero(mask)[(-tfs[mask]).argsort()[: self.max_features]]] = True
+            mask = top
+        if not mask.any():
+            raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
+        self.columns_ = np.flatnonzero(mask)
+        self.position_ = np.full(X.shape[1], -1, dtype=np.int64)
+        self.position_[self.columns_] = np.arange(len(self.columns_))
+        self.tfidf_ = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(self._own(X))
+        return self
+
+    def transform(self, X):
+        return self.tfidf_.transform(self._own(self._shared_counts(X)))
+
+    def get_feature_names_out(self, input_features=None):
+        return self.words.vectorizer_.get_feature_names_out()[self.columns_]
+
+
+def shared_words(texts: list[str], ngram_range, title_weight: int, min_df: int):
+    """The fitted word counter that tasks share (a FrozenEstimator: fitting a task's pipeline leaves it as is):
+    the 1- or 2-grams of `texts` (the union of the sharing tasks' training rows) seen in at least `min_df` of them."""
+    from sklearn.frozen import FrozenEstimator
+
+    vec = FastCountVectorizer(preprocessor=FrenchPreprocessor(title_weight, split_elisions=False),
+                              ngram_range=tuple(ngram_range), min_df=min_df, dtype=np.float32)
+    return FrozenEstimator(WordColumns(vec).fit(frame(texts)))
 
 
 def month_index(date) -> int | None:
@@ -147,10 +548,12 @@ class EvidenceSentences(TransformerMixin, BaseEstimator):
         sents, labels = self._training_sentences(texts, evidence, y)
         if len(set(labels.tolist())) < 2:
             return None
-        vec = TfidfVectorizer(preprocessor=FrenchPreprocessor(0), ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                              dtype=np.float32)
+        # a TfidfVectorizer, with the counting vectorised (the same features)
+        counts = FastCountVectorizer(preprocessor=FrenchPreprocessor(0, split_elisions=False), ngram_range=(1, 2),
+                                     min_df=2, dtype=np.float32)
         clf = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
-        return Pipeline([("tfidf", vec), ("clf", clf)]).fit(sents, labels)
+        steps = [("counts", counts), ("tfidf", TfidfTransformer(sublinear_tf=True)), ("clf", clf)]
+        return Pipeline(steps).fit(sents, labels)
 
     def fit(self, X, y):
         y = np.asarray(y)
@@ -194,15 +597,29 @@ class EvidenceSentences(TransformerMixin, BaseEstimator):
         return out
 
     def _features(self, model, texts: list[str]) -> np.ndarray:
+        """Per text and stance: the highest sentence probability in the title and lead (0 without one), the
+        highest anywhere, the mean of the three highest; all texts at once (grouped reductions over sentences)."""
+        scored = self._scored(model, texts)
         out = np.zeros((len(texts), 3 * len(self.stances_)), dtype=np.float32)
-        for i, (ss, probs) in enumerate(self._scored(model, texts)):
-            if not len(ss):
-                continue
-            head = np.array([line <= 1 for line, _ in ss])
-            for j in range(len(self.stances_)):
-                col = probs[:, j]
-                top = np.sort(col)[::-1][:3]
-                out[i, 3 * j : 3 * j + 3] = (col[head].max() if head.any() else 0.0, col.max(), top.mean())
+        sizes = np.fromiter((len(ss) for ss, _ in scored), np.int64, len(scored))
+        if not sizes.sum() or not self.stances_:
+            return out
+        probs = np.concatenate([p for ss, p in scored if len(ss)])
+        head = np.fromiter((line <= 1 for ss, _ in scored for line, _ in ss), bool, int(sizes.sum()))
+        has = np.flatnonzero(sizes)  # texts with sentences; their sentences are consecutive in `probs`
+        starts = (np.cumsum(sizes) - sizes)[has]
+        doc = np.repeat(np.arange(len(has)), sizes[has])
+        from_end = np.repeat(starts + sizes[has], sizes[has]) - 1 - np.arange(len(doc))  # places before its text's end
+        for j in range(len(self.stances_)):
+            col = probs[:, j]
+            order = np.lexsort((col, doc))  # by text, then lowest first
+            top = from_end < 3  # the last three of each text in that order: its three highest, ascending
+            # summed in the probabilities' dtype, lowest first: what np.sort(col)[::-1][:3].mean() computes
+            top_sum = np.add.reduceat(col[order][top], np.flatnonzero(np.diff(doc[top], prepend=-1)))
+            head_max = np.maximum.reduceat(np.where(head, col, -np.inf), starts)
+            out[has, 3 * j] = np.where(np.isfinite(head_max), head_max, 0.0)
+            out[has, 3 * j + 1] = np.maximum.reduceat(col, starts)
+            out[has, 3 * j + 2] = top_sum / np.minimum(sizes[has], 3).astype(col.dtype)
         return out * np.float32(self.weight)
 
     def top_sentences(self, texts: list[str], stance: int, k: int = 3, min_score: float = 0.0) -> list[list[dict]]:
@@ -365,26 +782,25 @@ class ClassBias(BaseEstimator, ClassifierMixin):
         return softmax(self.decision_function(X), axis=1)
 
 
-def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = None,
+def word_vectorizer(cfg: BaselineTaskConfig) -> WordTfidf:
+    return WordTfidf(min_df=cfg.word_min_df, max_df=cfg.word_max_df, max_features=cfg.word_max_features,
+                     sublinear_tf=cfg.sublinear_tf)
+
+
+def build_pipeline(cfg: BaselineTaskConfig, words, seed: int = 0, n_jobs: int | None = None,
                    classes: list[str] | None = None) -> Pipeline:
-    """n_jobs: processes for fitting (the vectorisers side by side, the class-bias folds); `fit_task` sets them
+    """words: the fitted word counter the task reads (`shared_words`), its pipeline's first step.
+    n_jobs: processes for fitting (the vectorisers side by side, the class-bias folds); `fit_task` sets them
     back to one before the pipeline is saved, so that serving never spawns workers."""
-    vectorizers = [(
-        "word",
-        TfidfVectorizer(preprocessor=FrenchPreprocessor(cfg.title_weight), ngram_range=tuple(cfg.word_ngram_range),
-                        min_df=cfg.word_min_df, max_df=cfg.word_max_df, max_features=cfg.word_max_features,
-                        sublinear_tf=cfg.sublinear_tf, strip_accents=None, dtype=np.float32),
-        "text",
-    )]
+    vectorizers = [("word", word_vectorizer(cfg).set_params(words=words), WORDS)]
     if cfg.char_ngram_range:
-        vectorizers.append((
-            "char",
-            TfidfVectorizer(preprocessor=HeadPreprocessor() if cfg.char_scope == "head" else FrenchPreprocessor(cfg.title_weight),
-                            analyzer="char_wb",
-                            ngram_range=tuple(cfg.char_ngram_range), min_df=cfg.char_min_df,
-                            max_features=cfg.char_max_features, sublinear_tf=True, dtype=np.float32),
-            "text",
-        ))
+        # a TfidfVectorizer, with the counting vectorised (the same features)
+        counts = FastCountVectorizer(
+            preprocessor=HeadPreprocessor() if cfg.char_scope == "head" else FrenchPreprocessor(cfg.title_weight),
+            analyzer="char_wb", ngram_range=tuple(cfg.char_ngram_range), min_df=cfg.char_min_df,
+            max_features=cfg.char_max_features, dtype=np.float32)
+        char = Pipeline([("counts", counts), ("tfidf", TfidfTransformer(sublinear_tf=True))])
+        vectorizers.append(("char", char, "text"))
     if cfg.date_weight:
         vectorizers.append(("date", PublicationMonth(cfg.date_weight), "date"))
     if cfg.evidence_weight:
@@ -410,7 +826,7 @@ def build_pipeline(cfg: BaselineTaskConfig, seed: int = 0, n_jobs: int | None = 
         clf = ClassBias(clf, cfg.class_bias_folds, n_jobs=n_jobs, random_state=seed, target=target)
     if cfg.classifier == "linear_svc":
         clf = TemperatureSoftmax(clf)
-    return Pipeline([("features", columns), ("clf", clf)])
+    return Pipeline([("words", words), ("features", columns), ("clf", clf)])
 
 
 def frame(texts: list[str], dates: list[str | None] | None = None, evidence: list[list[str]] | None = None) -> pd.DataFrame:
@@ -423,15 +839,42 @@ def frame(texts: list[str], dates: list[str | None] | None = None, evidence: lis
 
 def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed: int = 0,
              n_jobs: int | None = None, dates: list[str | None] | None = None,
-             evidence: list[list[str]] | None = None, classes: list[str] | None = None) -> Pipeline:
-    """classes: the task's label names (class positions index them), for a bias target or the evidence features."""
-    pipe = build_pipeline(cfg, seed, n_jobs, classes).fit(frame(texts, dates, evidence), labels)
+             evidence: list[list[str]] | None = None, classes: list[str] | None = None, words=None) -> Pipeline:
+    """classes: the task's label names (class positions index them), for a bias target or the evidence features.
+    words: the fitted word counter shared with the model's other tasks (`shared_words`); None: one of its own."""
+    if words is None:
+        words = shared_words(texts, cfg.word_ngram_range, cfg.title_weight, cfg.word_min_df)
+    pipe = build_pipeline(cfg, words, seed, n_jobs, classes).fit(frame(texts, dates, evidence), labels)
     return pipe.set_params(**{k: None for k in pipe.get_params() if k.endswith("n_jobs")})
 
 
 def features(pipe: Pipeline, texts: list[str], dates: list[str | None] | None = None):
     """The fitted pipeline's feature matrix for these texts (to reuse one transform for several steps)."""
-    return pipe.named_steps["features"].transform(frame(texts, dates))
+    return pipe[:-1].transform(frame(texts, dates))
+
+
+def proba_tasks(pipes: dict[str, Pipeline], n_classes: dict[str, int], texts: list[str],
+                dates: list[str | None] | None = None) -> dict[str, np.ndarray]:
+    """Each task's probabilities (`proba_full`), the word counts computed once for the tasks whose pipelines
+    share their first step (the same fitted `shared_words` object)."""
+    from sklearn import config_context
+
+    X = frame(texts, dates)
+    counted: dict[int, pd.DataFrame] = {}
+    out = {}
+    # fitted pipelines on frames this module builds: their parameters were checked at fit, their features are
+    # finite. Skipping scikit-learn's per-call checks of both took 11-14 % off the scorer's CPU time (a batch of
+    # 32 articles, one article; docs/benchmarks.md)
+    with config_context(assume_finite=True, skip_parameter_validation=True):
+        for task, pipe in pipes.items():
+            if pipe.steps[0][0] != "words":  # saved before the tasks shared their word counts
+                out[task] = proba_full(pipe, pipe[:-1].transform(X), n_classes[task])
+                continue
+            first = pipe.steps[0][1]
+            if id(first) not in counted:
+                counted[id(first)] = first.transform(X)
+            out[task] = proba_full(pipe, pipe[1:-1].transform(counted[id(first)]), n_classes[task])
+    return out
 
 
 def calibrate_task(pipe: Pipeline, X, labels: np.ndarray) -> None:

@@ -1,5 +1,5 @@
 """The baseline family: one TF-IDF + linear model scikit-learn Pipeline per task (`baseline.py`), its config, and
-the servable folder (`<task>.joblib` per trained task + `meta.json`).
+the servable folder (`pipelines.joblib`: every trained task's pipeline, + `meta.json`).
 
 Heavy imports (scikit-learn, scipy) happen inside `fit` and `load`: reading a config never pays for them.
 """
@@ -20,6 +20,7 @@ from training.errors import ConfigError
 from training.models.family import FitContext, FitResult, ModelConfig, Probabilities, write_meta
 
 NAME = "baseline"
+PIPELINES = "pipelines.joblib"  # {task: fitted Pipeline}, in one file
 
 
 class BaselineTaskConfig(Strict):
@@ -67,6 +68,19 @@ class BaselineModelConfig(ModelConfig):
     family: Literal["baseline"] = "baseline"
     topic: BaselineTaskConfig = BaselineTaskConfig()
     stance: BaselineTaskConfig = BaselineTaskConfig()
+    # true: the tasks whose word analyzers agree (word_ngram_range, title_weight) count their word n-grams once,
+    # with one vectorizer fitted on the union of their training rows; each keeps its own terms (word_min_df,
+    # word_max_df, word_max_features) and idf, so its features are those of a vectorizer of its own. false: one
+    # vectorizer per task (the same features, counted once per task)
+    share_words: bool = True
+
+    def word_groups(self, tasks: list[str]) -> list[list[str]]:
+        """The tasks that share one word vectorizer, group by group."""
+        groups: dict = {}
+        for t in tasks:
+            c = getattr(self, t)
+            groups.setdefault((tuple(c.word_ngram_range), c.title_weight) if self.share_words else t, []).append(t)
+        return list(groups.values())
 
 
 def pip_requirements() -> list[str]:
@@ -79,17 +93,18 @@ def _say(msg: str) -> None:
 
 class BaselineScorer:
     """The fitted pipelines of a model folder: texts (+ dates) -> {task: (labels, probabilities)}, and the
-    sentences behind a stance decision when the stance pipeline learned from the annotators' evidence."""
+    sentences behind a stance decision when the stance pipeline learned from the annotators' evidence. Tasks
+    whose pipelines start with the same fitted word counter get their word counts from one pass over the texts."""
 
     def __init__(self, pipelines: dict, labels: dict[str, list[str]]):
         self.pipelines = pipelines
         self.labels = labels
 
     def predict_proba(self, texts: list[str], dates: list[str | None] | None = None) -> Probabilities:
-        from training.models.baseline import predict_proba_full
+        from training.models.baseline import proba_tasks
 
-        return {t: (self.labels[t], predict_proba_full(p, texts, len(self.labels[t]), dates))
-                for t, p in self.pipelines.items()}
+        probas = proba_tasks(self.pipelines, {t: len(self.labels[t]) for t in self.pipelines}, texts, dates)
+        return {t: (self.labels[t], p) for t, p in probas.items()}
 
     def evidence(self, texts: list[str], probas: Probabilities, k: int = 3) -> list[list[dict]] | None:
         """Per text: for a non-neutral stance decision, the (at most k) sentences with the highest probability
@@ -126,21 +141,37 @@ class BaselineFamily:
         import joblib
 
         from training.data.dataset import task_data
-        from training.models.baseline import calibrate_task, features, fit_task, top_features
+        from training.models.baseline import calibrate_task, features, fit_task, shared_words, top_features
 
         cfg = ctx.cfg
         pipelines, reports, extra = {}, {}, {}
+        data = {}
         for task in ctx.tasks:
-            tcfg = getattr(cfg.model, task)
             train = task_data(ctx.dsd["train"], task, cfg.train.max_train_rows)
             if len(set(train.y.tolist())) < 2:
                 _say(f"[{task}] skipped: fewer than 2 classes among {len(train.y)} labelled training rows")
                 continue
+            data[task] = train
+        words = {}
+        for group in cfg.model.word_groups(list(data)):
+            t0 = time.time()
+            rows = {}  # the union of the group's training rows, each article once (by id)
+            for task in group:
+                rows.update(zip(data[task].ids, data[task].texts))
+            tcfg = getattr(cfg.model, group[0])
+            shared = shared_words(list(rows.values()), tcfg.word_ngram_range, tcfg.title_weight,
+                                  min(getattr(cfg.model, t).word_min_df for t in group))
+            words.update(dict.fromkeys(group, shared))
+            extra[f"words_{'_'.join(group)}_fit_seconds"] = time.time() - t0
+            _say(f"[{'+'.join(group)}] word vocabulary: {len(shared.vectorizer_.vocabulary_)} n-grams of {len(rows)} "
+                 f"articles in {time.time() - t0:.1f} s")
+        for task, train in data.items():
+            tcfg = getattr(cfg.model, task)
             t0 = time.time()
             _say(f"[{task}] fitting {tcfg.classifier} on {len(train.y)} rows ...")
             try:
                 pipe = fit_task(tcfg, train.texts, train.y, seed=cfg.train.seed, n_jobs=cfg.train.num_threads or -1,
-                                dates=train.dates, evidence=train.evidence, classes=ctx.labels[task])
+                                dates=train.dates, evidence=train.evidence, classes=ctx.labels[task], words=words[task])
             except ValueError as e:
                 if "bias_target" in str(e) or "evidence features" in str(e):
                     raise ConfigError(f"model.{task}: {e}") from None
@@ -149,10 +180,11 @@ class BaselineFamily:
             calibrate_task(pipe, features(pipe, val.texts, val.dates), val.y)
             extra[f"{task}_fit_seconds"] = time.time() - t0
             reports[f"top_features_{task}"] = top_features(pipe, ctx.labels[task], cfg.evaluate.top_features)
-            # zlib level 1: as small as level 3 within 3 % here, in two thirds of the time (benchmarks.md)
-            joblib.dump(pipe, Path(ctx.model_dir) / f"{task}.joblib", compress=1)
             pipelines[task] = pipe
             _say(f"[{task}] done in {time.time() - t0:.1f} s")
+        # one file: the tasks' pipelines keep sharing their word counter once loaded (pickle keeps shared objects
+        # shared). zlib level 1: as small as level 3 within 3 % here, in two thirds of the time (benchmarks.md)
+        joblib.dump(pipelines, Path(ctx.model_dir) / PIPELINES, compress=1)
         write_meta(ctx.model_dir, NAME, ctx.labels, list(pipelines), ctx.boilerplate)
         return FitResult(scorer=BaselineScorer(pipelines, ctx.labels), tasks=list(pipelines),
                          pip_requirements=pip_requirements(), reports=reports, extra_metrics=extra)
@@ -165,7 +197,7 @@ class BaselineFamily:
         from sklearn.model_selection import StratifiedKFold
 
         from training.data.dataset import task_data
-        from training.models.baseline import features, fit_task, proba_full
+        from training.models.baseline import features, fit_task, proba_full, shared_words
 
         cfg, tcfg = ctx.cfg, getattr(ctx.cfg.model, task)
         d = task_data(ctx.dsd["train"], task, cfg.train.max_train_rows)
@@ -174,11 +206,13 @@ class BaselineFamily:
         if folds < 2:
             return None
         k = len(ctx.labels[task])
+        # one word counter for every fold: each fold's WordTfidf keeps only the terms of its own training rows
+        words = shared_words(d.texts, tcfg.word_ngram_range, tcfg.title_weight, tcfg.word_min_df)
 
         def one(tr, te):
             pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
             pipe = fit_task(tcfg, pick(d.texts, tr), d.y[tr], seed=cfg.train.seed, n_jobs=1, dates=pick(d.dates, tr),
-                            evidence=pick(d.evidence, tr), classes=ctx.labels[task])
+                            evidence=pick(d.evidence, tr), classes=ctx.labels[task], words=words)
             return te, proba_full(pipe, features(pipe, pick(d.texts, te), pick(d.dates, te)), k)
 
         splits = StratifiedKFold(folds, shuffle=True, random_state=cfg.train.seed).split(d.texts, d.y)
@@ -190,6 +224,9 @@ class BaselineFamily:
     def load(self, model_dir: Path, meta: dict) -> BaselineScorer:
         import joblib
 
+        if (Path(model_dir) / PIPELINES).exists():
+            return BaselineScorer(joblib.load(Path(model_dir) / PIPELINES), meta["labels"])
+        # a folder saved before the tasks shared their word counts: one file per task
         return BaselineScorer({t: joblib.load(Path(model_dir) / f"{t}.joblib") for t in meta["heads"]}, meta["labels"])
 
 
