@@ -25,7 +25,7 @@ def main() -> None:
     from sklearn.model_selection import StratifiedKFold
 
     from training.data.dataset import task_data
-    from training.models.baseline import build_pipeline, frame, proba_full
+    from training.models.baseline import build_pipeline, frame, proba_full, shared_words
     from training.models.baseline_family import BaselineTaskConfig
 
     overrides = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
@@ -38,8 +38,9 @@ def main() -> None:
     oof = np.zeros((len(d.y), len(labels)))
     t0 = time.time()
     for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(X, d.y):
-        pipe = build_pipeline(cfg, classes=labels).fit(X.iloc[tr], d.y[tr])
-        oof[te] = proba_full(pipe, pipe.named_steps["features"].transform(X.iloc[te]), len(labels))
+        words = shared_words([d.texts[i] for i in tr], cfg.word_ngram_range, cfg.title_weight, cfg.word_min_df)
+        pipe = build_pipeline(cfg, words, classes=labels).fit(X.iloc[tr], d.y[tr])
+        oof[te] = proba_full(pipe, pipe[:-1].transform(X.iloc[te]), len(labels))
     anti = labels.index("anti_occident")
     pos = d.y == anti
     print(json.dumps(overrides), f"{len(d.y)} labels ({pos.sum()} anti): AP {average_precision_score(pos, oof[:, anti]):.3f} "
