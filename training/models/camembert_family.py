@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from training import distributed
 from training.data.schema import TASKS
 from training.errors import InputError
 from training.models import checkpoints
@@ -111,16 +112,19 @@ class CamembertFamily:
                             task_weights=mcfg.task_weights, class_weights=class_weights)
 
         ckpt = checkpoint_dir(ctx.cfg, ctx.data_path)
-        resume_from = checkpoints.resume_point(ckpt, tcfg.resume)
+        # decided once, by the main process, for every process: they share the folder (and must resume together)
+        resume_from = distributed.from_main(lambda: checkpoints.resume_point(ckpt, tcfg.resume))
         bf16 = ct.use_bf16(tcfg.bf16)
         args = ct.training_arguments(tcfg, ckpt, len(train_ds), bf16)
         curves, trial_report = ct.callbacks(ctx.log_metrics, ctx.trial_callback)
         trainer = ct.build_trainer(model, tokenizer, args, train_ds, val_ds, heads, ctx.labels,
                                    [curves, trial_report, *extra_callbacks()], tcfg.early_stopping_patience)
         device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+        world, batch = distributed.world_size(), ct.effective_batch_size(tcfg)
+        ctx.log_metrics({"train_world_size": world, "train_effective_batch_size": batch})
         _say(f"training {'+'.join(heads)} heads on {len(train_ds)} rows, {tcfg.epochs:g} epochs x "
-             f"{ct.steps_per_epoch(len(train_ds), tcfg)} steps, {'bf16 autocast' if bf16 else 'fp32'} on {device}; "
-             f"checkpoints in {ckpt}")
+             f"{ct.steps_per_epoch(len(train_ds), tcfg)} steps of {batch} rows ({world} x {device}), "
+             f"{'bf16 autocast' if bf16 else 'fp32'}; checkpoints in {ckpt}")
         t0 = time.time()
         try:
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries the run summary
@@ -131,7 +135,8 @@ class CamembertFamily:
             raise  # a crash or Ctrl-C keeps them for train.resume=true
         train_seconds = time.time() - t0
         state = trainer.state
-        if not trainer.is_world_process_zero():  # the other ranks of a distributed run are done once training is
+        distributed.barrier()  # every process has loaded the best checkpoint before the main one removes them
+        if not distributed.is_main_process():  # the other processes are done once training is
             return FitResult(scorer=None, tasks=[], pip_requirements=[])
 
         scorer, extra = self._save(trainer.model, tokenizer, ctx, heads, val_texts=list(dsd["validation"].select(val_rows)["text"]))

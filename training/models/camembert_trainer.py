@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training import distributed
 from training.errors import InputError
 from training.models.camembert import encode
 
@@ -129,15 +130,13 @@ def callbacks(log_metrics: Callable[..., None], trial_callback: Callable[[int, f
     return [Curves(), TrialReport()]
 
 
-def world_size() -> int:
-    import torch
-
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+def effective_batch_size(tcfg) -> int:
+    """Rows per optimizer step: the per-device batch x gradient accumulation x the processes training together."""
+    return tcfg.batch_size * tcfg.gradient_accumulation * distributed.world_size()
 
 
 def steps_per_epoch(n_rows: int, tcfg) -> int:
-    return max(1, math.ceil(n_rows / (tcfg.batch_size * tcfg.gradient_accumulation * world_size())))
+    return max(1, math.ceil(n_rows / effective_batch_size(tcfg)))
 
 
 def training_arguments(tcfg, output_dir: Path, n_rows: int, bf16: bool):
