@@ -91,23 +91,23 @@ def test_class_bias_on_complement_nb_shifts_its_log_probabilities():
 
 def test_publication_month_steps_over_the_training_range():
     enc = PublicationMonth(weight=0.5, trim=0).fit(["2018-02-10", "2018-05-01", "2018-03-31", None])
-    assert list(enc.get_feature_names_out()) == ["date>=2018-03", "date>=2018-04", "date>=2018-05"]
+    assert list(enc.get_feature_names_out()) == ["date>=2018-03", "date>=2018-04", "date>=2018-05", "date=unknown"]
     got = enc.transform(["2018-02-28", "2018-04-02", "2017-01-01", "2031-12-01", None, "not a date", "2018-13-01"]).toarray()
     assert got.tolist() == [
-        [0, 0, 0],          # first month of the range
-        [0.5, 0.5, 0],      # April: past the March and April steps
-        [0, 0, 0],          # before the range: reads as its first month
-        [0.5, 0.5, 0.5],    # after the range: its last month (the newest sections)
-        [0.5, 0.5, 0.5],    # undated: taken as current
-        [0.5, 0.5, 0.5],    # unreadable: same as undated
-        [0.5, 0.5, 0.5],    # month 13 is unreadable
+        [0, 0, 0, 0],          # first month of the range
+        [0.5, 0.5, 0, 0],      # April: past the March and April steps
+        [0, 0, 0, 0],          # before the range: reads as its first month
+        [0.5, 0.5, 0.5, 0],    # after the range: its last month (the newest sections)
+        [0, 0, 0, 0.5],        # undated: its own state (learned from rows whose date was blanked), not the newest month
+        [0, 0, 0, 0.5],        # unreadable: same as undated
+        [0, 0, 0, 0.5],        # month 13 is unreadable
     ]
     with pytest.raises(ValueError, match="no training row has a readable date"):
         PublicationMonth().fit([None, "", "soon"])
     # one straggler among 300 articles a decade earlier does not stretch the range back to it
     enc = PublicationMonth(trim=0.01).fit(["2008-01-05"] + ["2018-02-01", "2018-03-01", "2018-04-01"] * 100)
-    assert list(enc.get_feature_names_out()) == ["date>=2018-03", "date>=2018-04"]
-    assert enc.transform(["2008-01-05"]).toarray().tolist() == [[0, 0]]
+    assert list(enc.get_feature_names_out()) == ["date>=2018-03", "date>=2018-04", "date=unknown"]
+    assert enc.transform(["2008-01-05"]).toarray().tolist() == [[0, 0, 0]]
 
 
 def test_date_weight_lets_the_model_read_when_a_section_existed():

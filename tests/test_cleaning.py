@@ -8,10 +8,12 @@ from training.data.cleaning import (
     BoilerplateModel,
     clean_body,
     clean_title,
+    is_furniture,
     model_text,
     normalize_chars,
     normalize_for_dedup,
     repair_glued_sentences,
+    split_title,
 )
 from training.models.contract import prepare_text
 
@@ -41,12 +43,12 @@ def test_normalisation_of_characters():
 
 
 def test_recurring_lines_are_learned_per_source():
-    docs = [("site", f"Article {i} unique.\nAbonnez-vous à notre lettre hebdo\nSuivez-nous sur Mastodon") for i in range(10)]
-    docs += [("other", "Suivez-nous sur Mastodon\nTexte")]
+    docs = [("site", f"Article {i} unique.\nAbonnez-vous à notre lettre hebdo\nRetrouvez notre équipe le mardi") for i in range(10)]
+    docs += [("other", "Retrouvez notre équipe le mardi\nTexte")]
     model = BoilerplateModel(min_docs=5, min_fraction=0.2).fit(docs)
     assert clean_body(docs[0][1], "site", model) == "Article 0 unique."
     # the same line is not boilerplate for a source where it does not recur
-    assert "Mastodon" in clean_body(docs[-1][1], "other", model)
+    assert "Retrouvez notre équipe" in clean_body(docs[-1][1], "other", model)
     restored = BoilerplateModel.from_json(model.to_json())
     assert restored.lines == model.lines
 
@@ -87,16 +89,16 @@ def test_repair_on_punctuation_heavy_text_is_idempotent(text):
 
 
 def test_served_text_uses_its_source_lines_when_known_and_every_source_lines_otherwise():
-    docs = [("site", f"Texte {i}.\nSuivez-nous sur Mastodon") for i in range(4)] + [("quiet", "Un autre texte.")]
+    docs = [("site", f"Texte {i}.\nRetrouvez notre équipe le mardi") for i in range(4)] + [("quiet", "Un autre texte.")]
     model = BoilerplateModel(min_docs=2, min_fraction=0.1).fit(docs)
-    raw = "Titre\nUn paragraphe.\nSuivez-nous sur Mastodon"
+    raw = "Titre\nUn paragraphe.\nRetrouvez notre équipe le mardi"
     # no source, or a site the build never saw: the lines learned for any source go
     assert prepare_text(raw, boilerplate=model) == "Titre\nUn paragraphe."
     assert prepare_text(raw, boilerplate=model, source="elsewhere.fr") == "Titre\nUn paragraphe."
     assert prepare_text(raw, boilerplate=model, source="site") == "Titre\nUn paragraphe."
     # a source the build saw, where that line never recurred: the line is the article's own, it stays
-    assert prepare_text(raw, boilerplate=model, source="quiet").endswith("Mastodon")
-    assert clean_body("Un paragraphe.\nSuivez-nous sur Mastodon", "quiet", model).endswith("Mastodon")
+    assert prepare_text(raw, boilerplate=model, source="quiet").endswith("le mardi")
+    assert clean_body("Un paragraphe.\nRetrouvez notre équipe le mardi", "quiet", model).endswith("le mardi")
 
 
 def test_a_lead_that_opens_with_a_trailer_phrase_is_kept():
@@ -120,3 +122,70 @@ def test_a_lead_of_several_lines_keeps_its_lines_in_build_and_serving():
     built = model_text(a.title, a.body, lead=a.abstract)
     assert built == "Un titre\nPremière ligne du chapeau.\nSeconde ligne du chapeau.\nLe corps de l'article."
     assert prepare_text(f"{rec['title']}\n{rec['abstract']}\n{rec['text']}") == built
+
+
+# Real phrasings of other publishers' templates (regional, national and foreign French-language sites), one list
+# per rule of `cleaning.FURNITURE_RULES`, each a whole line as trafilatura leaves it in a page's text.
+FURNITURE_LINES = {
+    "ad": ["Publicité", "PUBLICITÉ", "Contenu sponsorisé", "- Advertisement -", "En partenariat avec Leroy Merlin"],
+    "comments": ["Réagir", "Réagissez", "12 commentaires", "Voir les commentaires"],
+    "share": ["Partager", "Partager sur Facebook", "Partager cet article", "Copier le lien", "Envoyer par e-mail",
+              "Facebook Twitter LinkedIn Email", "Facebook, Twitter, WhatsApp", "Ajouter à mes favoris",
+              "Suivez toute l'actualité de Ouest-France sur Google News", "Suivez-nous sur Instagram",
+              "Écouter cet article", "Imprimer"],
+    "teaser": ["Lire aussi : Nicolas Sarkozy mis en examen pour corruption", "À lire aussi", "A lire aussi :",
+               "LIRE AUSSI >> Le gouvernement présente son budget", "Voir aussi - La réforme des retraites en 5 points",
+               "À voir également : notre carte interactive", "» Lire aussi : Les clés pour comprendre",
+               "(Lire aussi : Le récit de la nuit électorale)", "Lire la suite", "► À lire : notre dossier"],
+    "media": ["En vidéo", "VIDÉO", "Vidéo :", "EN IMAGES", "Photos", "Diaporama", "Infographie", "EN DIRECT"],
+    "credit": ["Photo : AFP", "© Reuters", "© AFP / Ludovic Marin", "Crédit photo : Jean Dupont / Le Monde",
+               "(Photo by Ludovic MARIN / AFP)", "Photo d'illustration", "Crédits : Shutterstock", "Illustration : Pixabay",
+               "Copyright Radio-Canada"],
+    "newsletter": ["Recevez notre newsletter", "Inscrivez-vous à notre newsletter", "Newsletter", "Je m'abonne",
+                   "Déjà abonné ? Se connecter", "Cet article est réservé aux abonnés.", "Abonnez-vous pour lire la suite",
+                   "Il vous reste 75% de cet article à lire.", "Recevez chaque jour l'essentiel de l'actualité"],
+    "timestamp": ["Publié le 12 mars 2021 à 10h05", "Mis à jour le 12/03/2021 à 10:05",
+                  "Publié le 03/05/2019 à 08:12 | Mis à jour le 03/05/2019 à 11:40", "Temps de lecture : 3 min",
+                  "Lecture 2 min"],
+    "byline": ["Par Jean Dupont", "Par Marie-Hélène Leblanc, avec AFP", "Par JEAN DUPONT"],
+    "cookies": ["Accepter les cookies", "Tout accepter", "Nous utilisons des cookies pour améliorer votre expérience."],
+}
+# Article sentences that open with the same words: they stay.
+ARTICLE_LINES = [
+    "Partager le pouvoir n'a jamais été son fort, selon ses proches.",
+    "Par ailleurs, le ministre a annoncé une enveloppe de 400 millions d'euros.",
+    "Par la suite, les négociations ont repris.",
+    "Photos de vacances : les Français partent moins loin cette année.",
+    "Publicité mensongère : l'enseigne condamnée à 2 millions d'euros d'amende.",
+    "Lire aussi entre les lignes du discours présidentiel n'est pas simple, estime la politologue.",
+    "Recevez-vous des aides de l'État ? Voici comment le vérifier.",
+    "En direct de Kiev, notre envoyé spécial raconte la nuit des bombardements.",
+    "Newsletter et réseaux sociaux ont changé la façon dont les jeunes s'informent.",
+]
+
+
+def test_generic_french_furniture_lines_are_removed():
+    for rule, lines in FURNITURE_LINES.items():
+        for line in lines:
+            assert is_furniture(line), (rule, line)
+            body = f"Le gouvernement a présenté son plan jeudi.\n{line}\nLes syndicats ont réagi dans la soirée."
+            assert clean_body(body) == "Le gouvernement a présenté son plan jeudi.\nLes syndicats ont réagi dans la soirée.", (rule, line)
+
+
+def test_article_sentences_that_open_like_furniture_stay():
+    for line in ARTICLE_LINES:
+        assert not is_furniture(line), line
+        assert clean_body(line) == line
+
+
+def test_furniture_rules_in_model_text_are_idempotent_on_a_real_page_layout():
+    page = ("Publié le 12 mars 2021 à 10h05\nPar Jean Dupont\nLa réforme des retraites adoptée au Sénat\n"
+            "Le texte a été voté dans la nuit.Les syndicats appellent à manifester.\nLire aussi : Les dates des grèves\n"
+            "© AFP / Ludovic Marin\nIl vous reste 75% de cet article à lire.\nLes plus lus\nUn autre article")
+    title, body = split_title(page)
+    assert title == "La réforme des retraites adoptée au Sénat"
+    once = model_text(title, body)
+    assert once == ("La réforme des retraites adoptée au Sénat\n"
+                    "Le texte a été voté dans la nuit. Les syndicats appellent à manifester.")
+    assert model_text(*split_title(once)) == once
+    assert prepare_text(page) == once  # the served assembly: the same text

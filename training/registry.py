@@ -166,7 +166,8 @@ def rescore_on_candidate_data(client, champ, candidate, metric: str) -> float:
         d = task_data(dsd["validation"], task)
         if not len(d.y):
             continue
-        pred = model.predict(pd.DataFrame({"text": d.texts, "date": d.dates, "source": [sources[i] for i in d.ids]}))
+        # no date: validation figures are the content-only ones (train.score_splits), as served to any source
+        pred = model.predict(pd.DataFrame({"text": d.texts, "source": [sources[i] for i in d.ids]}))
         proba = pred[[f"{task}_proba_{lab}" for lab in labels[task]]].to_numpy(dtype=float)
         metrics.update(evaluate_task("validation", task, d.y, proba, labels[task], intervals=False)[0])
     return selection_metric(metrics, tasks)
@@ -232,6 +233,17 @@ def predict(model, frame):
         return model.predict(frame)
     except MlflowException as e:
         raise InvalidInput(e.message) from None
+
+
+def spark_udf(spark, uri: str, result_type, env_manager: str = "local"):
+    """The model as a Spark pandas UDF (`mlflow.pyfunc.spark_udf`) returning `result_type`, a struct of the output
+    columns. `env_manager="local"`: executors use their own Python (which must hold vigie); `virtualenv`, `uv` or
+    `conda` rebuild the model's logged environment on each executor. InputError when the model cannot be had."""
+    tracking.setup()
+    try:
+        return mlflow.pyfunc.spark_udf(spark, uri, result_type=result_type, env_manager=env_manager)
+    except MlflowException as e:
+        raise InputError(f"cannot load model {uri} from {tracking.tracking_uri()}: {e.message.splitlines()[0]}") from None
 
 
 def registered_version(uri: str):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.schema import TASKS
+from training.data.schema import TASKS, source_key
 from training.errors import InputError
 
 
@@ -54,6 +54,19 @@ def read_boilerplate(data_path: Path) -> dict | None:
         return None
     boiler = json.loads(f.read_text())
     return boiler if any(boiler.get("lines", {}).values()) else None
+
+
+def dated_sources(split, min_rows: int = 20) -> list[str]:
+    """The sources whose dates rows of `split` carry: each build source name and each url host with at least
+    `min_rows` dated rows (`schema.source_key`). A model that reads dates may use them only for these: what a month
+    means (which sections existed) is one publisher's history."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for source, url, date in zip(split["source"], split["url"], split["date"]):
+        if date:
+            counts.update(k for k in {source_key(source), source_key(url)} if k)
+    return sorted(k for k, c in counts.items() if c >= min_rows)
 
 
 def label_names(dsd) -> dict[str, list[str]]:

@@ -122,6 +122,19 @@ def iter_stance_annotations(path: Path, on_error: Literal["raise", "skip"] = "ra
         bad(f"unreadable annotation file: {e}")
 
 
+def source_key(source: str | None) -> str | None:
+    """A source as the models compare it: a site name or a URL -> lowercase host without `www.`
+    ('https://www.Actu.Orange.fr/x' and 'actu.orange.fr' are one key), a build source name ('orangesum') as it is,
+    lowercased; None for nothing."""
+    if not isinstance(source, str) or not source.strip():
+        return None
+    s = source.strip().lower()
+    if "://" in s:
+        s = s.split("://", 1)[1]
+    s = s.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+    return s.removeprefix("www.") or None
+
+
 def squash(text: str) -> str:
     """Whitespace- and quote-insensitive form used to check that evidence occurs verbatim."""
     text = text.replace("\u2019", "'").replace("\u00ab", '"').replace("\u00bb", '"').replace("“", '"').replace("”", '"')

@@ -480,10 +480,11 @@ class PublicationMonth(TransformerMixin, BaseEstimator):
     `weight` when the article is from that month or later. A linear model then reads a step at each change of the
     site's sections, and its L2 penalty keeps neighbouring months alike (a one-hot month let the answer for one
     text jump between sections from one month to the next). A date before or after the training range reads as
-    its first or last month (after it: the newest sections); an undated or unreadable date as the last month:
-    a served article without a date is taken as current. The range starts at the `trim` quantile of the training
-    dates: a handful of stragglers years before the rest teach nothing, and their near-constant steps slowed
-    the SVM solver by a third."""
+    its first or last month. An undated article is its own state, one more column (`date=unknown`): the model
+    learns it from training rows whose date was blanked (`fit_task`'s `date_dropout`), so "no date" means "any
+    time", not "the newest month". The range starts at the `trim` quantile of the training dates: a handful of
+    stragglers years before the rest teach nothing, and their near-constant steps slowed the SVM solver by a
+    third."""
 
     def __init__(self, weight: float = 0.1, trim: float = 0.005):
         self.weight = weight
@@ -497,12 +498,76 @@ class PublicationMonth(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        months = np.array([self.last_ if m is None else m for m in map(month_index, _column(X))], dtype=np.int64)
+        months = np.array([-1 if m is None else m for m in map(month_index, _column(X))], dtype=np.int64)
         steps = np.arange(self.first_ + 1, self.last_ + 1)  # months before first_ read as first_: below every step
-        return sp.csr_matrix((months[:, None] >= steps[None, :]).astype(np.float32) * np.float32(self.weight))
+        known = months >= 0
+        dense = np.zeros((len(months), len(steps) + 1), dtype=np.float32)
+        dense[:, :-1] = (months[:, None] >= steps[None, :]) & known[:, None]
+        dense[:, -1] = ~known
+        return sp.csr_matrix(dense * np.float32(self.weight))
 
     def get_feature_names_out(self, input_features=None):
-        return np.array([f"date>={m // 12}-{m % 12 + 1:02d}" for m in range(self.first_ + 1, self.last_ + 1)], dtype=object)
+        steps = [f"date>={m // 12}-{m % 12 + 1:02d}" for m in range(self.first_ + 1, self.last_ + 1)]
+        return np.array([*steps, "date=unknown"], dtype=object)
+
+
+class MonthPrior:
+    """What a publisher's month says about its sections, as a prior shift on a content model's probabilities
+    (Saerens et al., 2002): p(y | text, month) is taken as p(y | text) * p(y | month) / p(y), renormalised.
+    p(y | month) is counted on the training rows within `window` months either side, smoothed toward p(y) by
+    `alpha` pseudo-articles; `strength` scales the shift in log space (0: none). The content model stays what it
+    is: an undated article, or one from a source whose dates it never learned, gets the content answer exactly,
+    and only the publisher's own months move it (no `france` section before 2018-01: its share is ~0 then). A
+    date outside the training range reads as its nearest month."""
+
+    def __init__(self, strength: float = 1.0, window: int = 2, alpha: float = 20.0):
+        self.strength, self.window, self.alpha = strength, window, alpha
+
+    def fit(self, dates: list[str | None], y: np.ndarray, n_classes: int) -> MonthPrior:
+        months = np.array([-1 if m is None else m for m in map(month_index, dates)])
+        known = months >= 0
+        if not known.any():
+            raise ValueError("month prior: no training row has a readable date (YYYY-MM-DD)")
+        self.first_ = int(months[known].min())
+        span = int(months[known].max()) - self.first_ + 1
+        counts = np.zeros((span, n_classes))
+        np.add.at(counts, (months[known] - self.first_, np.asarray(y)[known]), 1)
+        kernel = np.ones(2 * self.window + 1)
+        near = np.stack([np.convolve(counts[:, k], kernel, mode="same") for k in range(n_classes)], axis=1)
+        prior = (counts.sum(axis=0) + 1) / (counts.sum() + n_classes)
+        by_month = (near + self.alpha * prior) / (near.sum(axis=1, keepdims=True) + self.alpha)
+        self.log_ratio_ = np.log(by_month) - np.log(prior)
+        return self
+
+    def adjust(self, proba: np.ndarray, dates: list[str | None]) -> np.ndarray:
+        """`proba` with the rows that have a date shifted by their month's prior; the others as they are."""
+        rows = [i for i, d in enumerate(dates) if month_index(d) is not None]
+        if not rows or not self.strength:
+            return proba
+        at = np.clip([month_index(dates[i]) - self.first_ for i in rows], 0, len(self.log_ratio_) - 1)
+        out = proba.copy()
+        shifted = np.log(np.clip(proba[rows], 1e-12, 1)) + self.strength * self.log_ratio_[at]
+        shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+        out[rows] = shifted / shifted.sum(axis=1, keepdims=True)
+        return out
+
+    def to_json(self) -> dict:
+        return {"strength": self.strength, "window": self.window, "alpha": self.alpha, "first_month": self.first_,
+                "log_ratio": np.round(self.log_ratio_, 6).tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> MonthPrior:
+        prior = cls(d["strength"], d["window"], d["alpha"])
+        prior.first_, prior.log_ratio_ = d["first_month"], np.asarray(d["log_ratio"])
+        return prior
+
+
+def blank_dates(dates: list[str | None], share: float, seed: int) -> list[str | None]:
+    """`dates` with a random `share` of them set to None (seeded): the undated state the model is trained on."""
+    if not share:
+        return list(dates)
+    blank = np.random.default_rng(seed).random(len(dates)) < share
+    return [None if b else d for d, b in zip(dates, blank)]
 
 
 class EvidenceSentences(TransformerMixin, BaseEstimator):
@@ -844,6 +909,8 @@ def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed
     words: the fitted word counter shared with the model's other tasks (`shared_words`); None: one of its own."""
     if words is None:
         words = shared_words(texts, cfg.word_ngram_range, cfg.title_weight, cfg.word_min_df)
+    if cfg.date_weight and dates is not None:
+        dates = blank_dates(dates, cfg.date_dropout, seed)
     pipe = build_pipeline(cfg, words, seed, n_jobs, classes).fit(frame(texts, dates, evidence), labels)
     return pipe.set_params(**{k: None for k in pipe.get_params() if k.endswith("n_jobs")})
 

@@ -6,6 +6,7 @@ Heavy imports (scikit-learn, scipy) happen inside `fit` and `load`: reading a co
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from importlib.metadata import version
@@ -21,6 +22,7 @@ from training.models.family import FitContext, FitResult, ModelConfig, Probabili
 
 NAME = "baseline"
 PIPELINES = "pipelines.joblib"  # {task: fitted Pipeline}, in one file
+MONTH_PRIORS = "month_priors.json"  # {task: MonthPrior JSON}, for the tasks with `date_prior`
 
 
 class BaselineTaskConfig(Strict):
@@ -53,6 +55,14 @@ class BaselineTaskConfig(Strict):
     # > 0: the publication month as features, at this weight (0: text only). The site's sections changed over
     # time (no `france` before 2018-01, most societe/sante, high-tech, media articles from 2020-06)
     date_weight: float = Field(0.0, ge=0, le=10)
+    # the share of training rows whose date is blanked, so that "date unknown" is a state the model learned (an
+    # undated article, or one from a source whose dates the model never saw: `meta.json` `dated_sources`)
+    date_dropout: float = Field(0.3, ge=0, lt=1)
+    # > 0: the publication month as a prior shift on the content model's probabilities, at this strength
+    # (`baseline.MonthPrior`: the share of each section in the month's neighbourhood, `date_prior_window` months
+    # either side). The content model is left as it is: what other sources and undated articles get
+    date_prior: float = Field(0.0, ge=0, le=5)
+    date_prior_window: int = Field(2, ge=0, le=24)
 
     @field_validator("word_ngram_range", "char_ngram_range")
     @classmethod
@@ -96,14 +106,17 @@ class BaselineScorer:
     sentences behind a stance decision when the stance pipeline learned from the annotators' evidence. Tasks
     whose pipelines start with the same fitted word counter get their word counts from one pass over the texts."""
 
-    def __init__(self, pipelines: dict, labels: dict[str, list[str]]):
+    def __init__(self, pipelines: dict, labels: dict[str, list[str]], month_priors: dict | None = None):
         self.pipelines = pipelines
         self.labels = labels
+        self.month_priors = month_priors or {}  # task -> MonthPrior
 
     def predict_proba(self, texts: list[str], dates: list[str | None] | None = None) -> Probabilities:
         from training.models.baseline import proba_tasks
 
         probas = proba_tasks(self.pipelines, {t: len(self.labels[t]) for t in self.pipelines}, texts, dates)
+        if dates is not None:
+            probas.update({t: prior.adjust(probas[t], dates) for t, prior in self.month_priors.items()})
         return {t: (self.labels[t], p) for t, p in probas.items()}
 
     def evidence(self, texts: list[str], probas: Probabilities, k: int = 3) -> list[list[dict]] | None:
@@ -141,7 +154,7 @@ class BaselineFamily:
         import joblib
 
         from training.data.dataset import task_data
-        from training.models.baseline import calibrate_task, features, fit_task, shared_words, top_features
+        from training.models.baseline import MonthPrior, calibrate_task, features, fit_task, shared_words, top_features
 
         cfg = ctx.cfg
         pipelines, reports, extra = {}, {}, {}
@@ -185,9 +198,15 @@ class BaselineFamily:
         # one file: the tasks' pipelines keep sharing their word counter once loaded (pickle keeps shared objects
         # shared). zlib level 1: as small as level 3 within 3 % here, in two thirds of the time (benchmarks.md)
         joblib.dump(pipelines, Path(ctx.model_dir) / PIPELINES, compress=1)
-        write_meta(ctx.model_dir, NAME, ctx.labels, list(pipelines), ctx.boilerplate)
-        return FitResult(scorer=BaselineScorer(pipelines, ctx.labels), tasks=list(pipelines),
-                         pip_requirements=pip_requirements(), reports=reports, extra_metrics=extra)
+        priors = {t: MonthPrior(tcfg.date_prior, tcfg.date_prior_window).fit(data[t].dates, data[t].y, len(ctx.labels[t]))
+                  for t in pipelines if (tcfg := getattr(cfg.model, t)).date_prior}
+        if priors:
+            (Path(ctx.model_dir) / MONTH_PRIORS).write_text(json.dumps({t: p.to_json() for t, p in priors.items()}))
+        dated = [t for t in pipelines if getattr(cfg.model, t).date_weight or t in priors]
+        write_meta(ctx.model_dir, NAME, ctx.labels, list(pipelines), ctx.boilerplate,
+                   dated_sources=ctx.dated_sources if dated else None)
+        return FitResult(scorer=BaselineScorer(pipelines, ctx.labels, priors), tasks=list(pipelines),
+                         pip_requirements=pip_requirements(), reports=reports, extra_metrics=extra, dated_tasks=dated)
 
     def cross_val_proba(self, ctx: FitContext, task: str, folds: int):
         """Out-of-fold probabilities over the task's train labels: the task's whole pipeline (features, class
@@ -224,8 +243,13 @@ class BaselineFamily:
     def load(self, model_dir: Path, meta: dict) -> BaselineScorer:
         import joblib
 
+        from training.models.baseline import MonthPrior
+
+        priors_file = Path(model_dir) / MONTH_PRIORS
+        priors = ({t: MonthPrior.from_json(d) for t, d in json.loads(priors_file.read_text()).items()}
+                  if priors_file.exists() else {})
         if (Path(model_dir) / PIPELINES).exists():
-            return BaselineScorer(joblib.load(Path(model_dir) / PIPELINES), meta["labels"])
+            return BaselineScorer(joblib.load(Path(model_dir) / PIPELINES), meta["labels"], priors)
         # a folder saved before the tasks shared their word counts: one file per task
         return BaselineScorer({t: joblib.load(Path(model_dir) / f"{t}.joblib") for t in meta["heads"]}, meta["labels"])
 

@@ -2,9 +2,11 @@
 
 Input: a DataFrame with a `text` column (the raw article as a user has it: title on the first line,
 boilerplate possibly still in), an optional `title` column (then `text` is the body), an optional `date`
-column (publication date, ISO `YYYY-MM-DD`; models that read it take an undated article as current) and an
-optional `source` column (the site the article comes from, as the data build named its sources: the boilerplate
-lines learned for that source are dropped; without it, those learned for any source).
+column (publication date, ISO `YYYY-MM-DD`) and an optional `source` column (the site the article comes from: a
+host such as `actu.orange.fr`, a URL, or a build source name). The source picks the boilerplate lines learned
+for that site (without it, those learned for any source are dropped), and a model that reads dates reads one
+only for a source whose dates it learned (`dates_for_model`): otherwise, and without a date, it predicts from
+the content alone.
 Output: a DataFrame with `topic`, `topic_score`, `stance`, `stance_score`, and `topic_proba_<label>` /
 `stance_proba_<label>` per class, and `stance_evidence`: for a non-neutral stance, a JSON list of the 1-3
 sentences of the article that drove it, each with its score (`[]` for `neutre`; null for a model without an
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from training.data.cleaning import BoilerplateModel, model_text, split_title
-from training.data.schema import TASKS
+from training.data.schema import TASKS, source_key
 from training.errors import InvalidInput
 
 MAX_TEXT_CHARS = 200_000  # ~100x a long news article; larger inputs are refused, not truncated silently
@@ -113,11 +115,21 @@ def input_dates(df: pd.DataFrame) -> list[str | None]:
     return dates
 
 
-def prepare_frame(df, boilerplate: BoilerplateModel | None = None) -> tuple[list[str], list[str | None]]:
-    """A request -> (model input texts, publication dates), or InvalidInput naming the row and column."""
+def dates_for_model(dates: list[str | None], sources: list, dated_sources) -> list[str | None]:
+    """The dates a model may read: a row's date only when its `source` is one whose dates the model learned
+    (`meta.json` `dated_sources`, compared by `schema.source_key`); None for any other source or none. What a
+    month means (which sections a site had then) is one publisher's history: for everyone else the prediction
+    comes from the content alone, as for an undated article."""
+    known = set(dated_sources or ())
+    return [d if d is not None and source_key(s) in known else None for d, s in zip(dates, sources)]
+
+
+def prepare_frame(df, boilerplate: BoilerplateModel | None = None, dated_sources=()) -> tuple[list[str], list[str | None]]:
+    """A request -> (model input texts, the publication dates the model may read: `dates_for_model`), or
+    InvalidInput naming the row and column."""
     df = validate_input(df)
-    dates = input_dates(df)
     titles, sources = (df[c].tolist() if c in df.columns else [None] * len(df) for c in ("title", "source"))
+    dates = dates_for_model(input_dates(df), sources, dated_sources)
     texts = [prepare_text(t, ti if isinstance(ti, str) else None, boilerplate, so if isinstance(so, str) and so else None)
              for t, ti, so in zip(df["text"], titles, sources)]
     for i, t in enumerate(texts):

@@ -61,6 +61,7 @@ class FitContext:
     boilerplate: dict | None  # the build's learned boilerplate (BoilerplateModel JSON), carried into meta.json
     log_metrics: Callable[..., None]  # log_metrics(metrics, step=None): per-step curves into the run
     trial_callback: Callable[[int, float], None] | None = None  # sweep pruning: (step, selection metric)
+    dated_sources: list[str] = field(default_factory=list)  # the sources whose dates the training rows carry
 
 
 @dataclass
@@ -71,6 +72,7 @@ class FitResult:
     last_step: int = 0  # the last step the family logged curves at (final metrics go after it)
     reports: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> table, logged as reports/<name>.csv
     extra_metrics: dict[str, float] = field(default_factory=dict)
+    dated_tasks: list[str] = field(default_factory=list)  # the tasks whose scores read publication dates
 
 
 class Family(Protocol):
@@ -89,10 +91,12 @@ class Family(Protocol):
 
 
 def write_meta(model_dir: Path, family: str, labels: dict[str, list[str]], heads: list[str], boilerplate: dict | None,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, dated_sources: list[str] | None = None) -> dict:
     """meta.json of a servable folder: the family (which `load` reads it), label names per task, the trained
-    heads, the boilerplate the served model drops, and the family's own settings."""
-    meta = {"family": family, "labels": labels, "heads": heads, "boilerplate": boilerplate, **(extra or {})}
+    heads, the boilerplate the served model drops, the sources whose dates the scorer may read (`dated_sources`:
+    for any other source the served date is dropped), and the family's own settings."""
+    meta = {"family": family, "labels": labels, "heads": heads, "boilerplate": boilerplate,
+            "dated_sources": dated_sources or [], **(extra or {})}
     (Path(model_dir) / META).write_text(json.dumps(meta, ensure_ascii=False, indent=2))
     return meta
 

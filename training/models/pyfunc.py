@@ -27,6 +27,7 @@ class VigieModel(mlflow.pyfunc.PythonModel):
         self.meta = read_meta(model_dir)
         bp = self.meta.get("boilerplate")
         self.boilerplate = BoilerplateModel.from_json(bp) if bp else None
+        self.dated_sources = frozenset(self.meta.get("dated_sources") or ())
         self.scorer = families.get(self.meta["family"]).load(model_dir, self.meta)
 
     def predict_texts(self, texts: list[str], dates: list[str | None] | None = None) -> dict:
@@ -36,7 +37,7 @@ class VigieModel(mlflow.pyfunc.PythonModel):
     # a DataFrame hint: MLflow skips type-hint schema inference (the logged signature is the contract's own)
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:
-            texts, dates = prepare_frame(model_input, self.boilerplate)
+            texts, dates = prepare_frame(model_input, self.boilerplate, self.dated_sources)
         except InvalidInput as e:
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
