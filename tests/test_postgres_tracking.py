@@ -1,15 +1,21 @@
-"""The team setup for real: `mlflow server` with a PostgreSQL backend store and proxied artifacts.
+"""The team store, whole: `mlflow server` on PostgreSQL, with its artifacts proxied to an S3 bucket.
 
-A PostgreSQL cluster is created in a temporary folder and started on a free loopback port (never the
-system's cluster), an MLflow tracking server is started against it, and a tiny baseline is trained and
-registered through MLFLOW_TRACKING_URI=http://... exactly as on the local SQLite store: the same metric
-names, the same artifacts, the same @champion alias. Needs the PostgreSQL server binaries (Debian package
-`postgresql`; `.ci/run` installs it). Both servers are stopped by pid at the end.
+A PostgreSQL cluster in a temporary folder, an S3 endpoint (moto's server, an HTTP server of its own) and
+`mlflow server --backend-store-uri postgresql+psycopg2://... --artifacts-destination s3://... --serve-artifacts`
+are started on free loopback ports (never the system's cluster). Only the tracking server holds the bucket's
+endpoint and credentials, as in the real deployment (docs/team-tracking.md): the client trains, registers and
+serves with MLFLOW_TRACKING_URI=http://... alone (uploads go through the server; MLflow 3.17 downloads files from
+URLs the server presigns). The run is the session's local-store run (`trained_store`,
+the same config on the same build) again: the same params, metric values, artifacts, alias and served
+predictions; its artifacts are objects in the bucket, none on the server's disk. Needs the PostgreSQL server
+binaries (Debian package `postgresql`; `.ci/run` installs it). Every server is stopped by pid at the end.
 """
 
 from __future__ import annotations
 
 import glob
+import gzip
+import json
 import os
 import shutil
 import signal
@@ -20,14 +26,20 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import small_overrides
+from tests.conftest import SEED, SHARDS, small_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = "configs/baseline.yaml"
+CONFIG = REPO / "configs" / "baseline.yaml"  # as `trained_store` names it: the runs' params are compared
 PG_USER = "vigie"
+BUCKET, PREFIX = "vigie-mlflow", "artifacts"
+# moto accepts any credentials; only the tracking server is given them (and this test's own boto3 client)
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+# what must not reach the clients: with it, a client could write to the bucket itself instead of through the server
+S3_CLIENT_VARS = (*S3_ENV, "AWS_PROFILE", "AWS_SESSION_TOKEN", "MLFLOW_S3_ENDPOINT_URL")
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +75,51 @@ def _stop(pid: int, sig: int, proc: subprocess.Popen | None) -> None:
         return
     if proc is not None:
         proc.wait(timeout=30)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """A server and the workers it forked: their process group, which is the server's pid."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _client_env() -> dict[str, str]:
+    """This process's environment without MLflow settings and bucket access: what a started server inherits."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k not in S3_CLIENT_VARS}
+
+
+class _Server:
+    """A server this test starts, in its own process group (stopped by its pid with the workers it forks),
+    logging to `log`, answering on 127.0.0.1:`port`."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str], cwd: Path, log: Path):
+        self.name, self.url, self.log = name, f"http://127.0.0.1:{port}", log
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                         start_new_session=True)
+
+    def wait(self, path: str, timeout_s: float = 180) -> str:
+        """Until GET `path` answers 200; returns the server's URL."""
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(self.url + path, timeout=2).read()
+                return self.url
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.stop()
+                    pytest.fail(f"{self.name} did not start: {self.log.read_text()[-3000:]}")
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
 
 
 @pytest.fixture(scope="module")
@@ -115,103 +172,157 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(postgres, tmp_path_factory):
-    """`mlflow server` on 127.0.0.1:<free port>: PostgreSQL backend store, artifacts proxied to a folder."""
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    artifacts = tmp / "artifacts"
-    port = _free_port()
-    log = open(tmp / "server.log", "w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no GenAI job runner: 7 idle worker processes less
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
-                             "--artifacts-destination", str(artifacts), "--serve-artifacts",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180  # the first start creates the schema
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                _stop_group(proc)
-                pytest.fail(f"mlflow server did not start: {(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+def s3(tmp_path_factory):
+    """An S3 endpoint (moto's server, objects in its memory) holding an empty bucket `BUCKET`; yields its URL and a
+    boto3 client for it."""
+    import boto3
+
+    tmp, port = tmp_path_factory.mktemp("s3"), _free_port()
+    server = _Server("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
+                     _client_env(), tmp, tmp / "moto.log")
     try:
-        yield {"url": url, "artifacts": artifacts}
+        url = server.wait("/moto-api/", timeout_s=60)
+        client = boto3.client("s3", endpoint_url=url, aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+                              region_name=S3_ENV["AWS_DEFAULT_REGION"])
+        client.create_bucket(Bucket=BUCKET)
+        yield {"url": url, "client": client}
     finally:
-        _stop_group(proc)
-        log.close()
+        server.stop()
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    """The server and the workers it forked: their process group, which is the server's pid."""
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, s3, tmp_path_factory):
+    """`mlflow server` on PostgreSQL, artifacts proxied to s3://BUCKET/PREFIX: started, not waited for (`.wait`).
+    Its working folder holds only its log: a local artifact store would show there (./mlartifacts)."""
+    tmp, port = tmp_path_factory.mktemp("mlflow-server"), _free_port()
+    env = {**_client_env(), **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3["url"],
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job runner: 7 idle worker processes less
+    server = _Server("mlflow server", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
+                                       "--artifacts-destination", f"s3://{BUCKET}/{PREFIX}", "--serve-artifacts",
+                                       "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                     port, env, tmp, tmp / "server.log")
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        yield server
+    finally:
+        server.stop()
 
 
-def _train_and_register(tracking_uri: str, overrides: list[str], monkeypatch) -> dict:
-    """What a developer does: `vigie train` then `vigie register`, against the given store."""
+def _artifact_paths(client, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += _artifact_paths(client, run_id, f.path) if f.is_dir else [f.path]
+    return sorted(out)
+
+
+def _bucket_keys(s3_client) -> set[str]:
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def _bucket_key(proxied_uri: str) -> str:
+    """`mlflow-artifacts:/<path>` (what clients see) -> the key the server stores it under in the bucket."""
+    assert proxied_uri.startswith("mlflow-artifacts:"), proxied_uri
+    return f"{PREFIX}/{urlparse(proxied_uri).path.strip('/')}"
+
+
+def _deterministic(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics without the wall-clock ones (`predict_seconds`, `<task>_fit_seconds`, ...)."""
+    return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+
+
+def _articles() -> list[dict]:
+    """The seed and 15 corpus articles, in the served input: some dated, some with their source."""
+    with gzip.open(SHARDS / "orangesum_topic_01.jsonl.gz", "rt") as fh:
+        docs = [d for d in map(json.loads, fh) if d.get("text")][:15]
+    return [{"text": SEED.read_text(encoding="utf-8")}] + [
+        {"text": f"{d['title']}\n{d['text']}", **({"date": d["date"]} if i % 2 else {}),
+         **({"source": "orangesum"} if i % 3 == 0 else {})} for i, d in enumerate(docs)]
+
+
+def _serve(tracking_uri: str, tmp: Path) -> _Server:
+    """`vigie serve --model models:/vigie@champion` against `tracking_uri`, without the bucket's credentials."""
+    port = _free_port()
+    return _Server("vigie serve", [sys.executable, "-m", "training.cli", "serve", "--model", "models:/vigie@champion",
+                                   "--port", str(port), "--workers", "1"], port,
+                   {**_client_env(), "MLFLOW_TRACKING_URI": tracking_uri}, REPO, tmp / "serve.log")
+
+
+def test_train_register_and_serve_through_the_team_store(mlflow_server, s3, request, tmp_path, monkeypatch):
+    import httpx
+    import pandas as pd
+    from mlflow import MlflowClient
+
     from training import tracking
     from training.config import load_config
-    from training.registry import register_best
+    from training.registry import load_model, register_best
     from training.train import train
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    result = train(load_config(CONFIG, overrides))
+    # the local-store run; asked for here, not as an argument (pytest would set a session fixture up before the
+    # module's servers), so that the session's first training, when it is this one, overlaps the server's start
+    trained_store = request.getfixturevalue("trained_store")
+    local = MlflowClient(trained_store["uri"])
+    local_run = local.get_run(trained_store["run_id"])
+
+    # what a developer does, with the same config: `vigie train` then `vigie register`, without bucket credentials
+    for var in S3_CLIENT_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.wait("/health"))
+    result = train(load_config(CONFIG, small_overrides(trained_store["tmp"]) + ["experiment=vigie-test"]))
     reg = register_best()
-    client = tracking.setup()
-    run = client.get_run(result["run_id"])
+    remote = tracking.setup()
+    run = remote.get_run(result["run_id"])
+    server = _serve(mlflow_server.url, tmp_path)  # boots while the stores are compared
+    try:
+        # the same run as on the local store: config, metric values, artifacts, dataset
+        assert run.info.status == "FINISHED"
+        assert run.data.params == local_run.data.params
+        assert set(run.data.metrics) == set(local_run.data.metrics)
+        expected = _deterministic(local_run.data.metrics)
+        assert "validation_macro_f1_mean" in expected
+        assert _deterministic(run.data.metrics) == pytest.approx(expected, rel=1e-9, abs=1e-12, nan_ok=True)
+        artifacts = _artifact_paths(remote, run.info.run_id)
+        assert artifacts == _artifact_paths(local, local_run.info.run_id)
+        assert "config.yaml" in artifacts
+        assert any(p.startswith("figures/confusion_") for p in artifacts)
+        assert any(p.startswith("reports/metrics_") for p in artifacts)
+        assert run.data.tags["vigie.dataset_fingerprint"] == local_run.data.tags["vigie.dataset_fingerprint"]
 
-    def listing(path=None):
-        out = []
-        for f in client.list_artifacts(run.info.run_id, path):
-            out += listing(f.path) if f.is_dir else [f.path]
-        return out
+        # registered and promoted the same way
+        assert reg.promoted and trained_store["register"].promoted
+        champion = remote.get_model_version_by_alias("vigie", "champion")
+        assert champion.run_id == run.info.run_id
+        assert str(champion.version) == str(trained_store["register"].version) == "1"  # the REST client gives str
 
-    champion = client.get_model_version_by_alias("vigie", "champion")
-    return {"run": run, "register": reg, "artifacts": sorted(listing()), "champion": champion,
-            "experiment": client.get_experiment(run.info.experiment_id)}
+        # the artifacts are objects in the bucket, through the server (mlflow-artifacts:/), none on its disk
+        assert remote.get_experiment(run.info.experiment_id).artifact_location.startswith("mlflow-artifacts:")
+        keys = _bucket_keys(s3["client"])
+        run_root = _bucket_key(run.info.artifact_uri) + "/"
+        assert {k.removeprefix(run_root) for k in keys if k.startswith(run_root)} == set(artifacts)
+        model_root = _bucket_key(remote.get_logged_model(run.data.tags["vigie.model_id"]).artifact_location) + "/"
+        model_files = {k.removeprefix(model_root) for k in keys if k.startswith(model_root)}
+        local_dir = Path(urlparse(local.get_logged_model(local_run.data.tags["vigie.model_id"]).artifact_location).path)
+        local_files = {p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file()}
+        assert "MLmodel" in model_files
+        # less the file MLflow writes into a local store's own folder when a `models:/` URI is loaded from it
+        assert model_files == local_files - {"registered_model_meta"}
+        assert [p.name for p in mlflow_server.log.parent.rglob("*")] == [mlflow_server.log.name]
 
-
-def test_train_and_register_through_a_postgres_backed_server(mlflow_server, small_build, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
-    overrides = small_overrides(small_build[2])  # the session's small build (conftest.py)
-
-    local = _train_and_register(f"sqlite:///{tmp_path / 'mlflow.db'}", overrides, monkeypatch)
-    remote = _train_and_register(mlflow_server["url"], overrides, monkeypatch)
-
-    # same run content as with the local store
-    assert remote["run"].info.status == "FINISHED"
-    assert set(remote["run"].data.metrics) == set(local["run"].data.metrics)
-    assert remote["artifacts"] == local["artifacts"]
-    assert "config.yaml" in remote["artifacts"]
-    assert any(p.startswith("figures/confusion_") for p in remote["artifacts"])
-    assert any(p.startswith("reports/metrics_") for p in remote["artifacts"])
-    assert remote["run"].data.tags["vigie.dataset_fingerprint"] == local["run"].data.tags["vigie.dataset_fingerprint"]
-
-    # registered and promoted the same way
-    assert remote["register"].promoted and local["register"].promoted
-    assert remote["champion"].run_id == remote["run"].info.run_id
-    assert str(remote["champion"].version) == str(local["champion"].version) == "1"  # the REST client gives str
-
-    # artifacts went through the server (mlflow-artifacts:/) into its artifacts destination
-    assert remote["experiment"].artifact_location.startswith("mlflow-artifacts:")
-    stored = {p.name for p in mlflow_server["artifacts"].rglob("*") if p.is_file()}
-    assert "config.yaml" in stored and "MLmodel" in stored
-
-    # the champion loads from the server and predicts
-    from training.registry import load_model
-    from training.models.contract import INPUT_EXAMPLE
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server["url"])
-    pred = load_model("models:/vigie@champion").predict(INPUT_EXAMPLE)
-    assert {"topic", "topic_score", "stance", "stance_score"} <= set(pred.columns)
+        # the champion served from the team store answers as the local-store model does
+        records = _articles()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store["uri"])
+        frame = pd.DataFrame(records)
+        want = load_model(f"models:/vigie/{trained_store['register'].version}").predict(frame).to_dict("records")
+        served = httpx.post(server.wait("/ping") + "/invocations", json={"dataframe_records": records}, timeout=120)
+        info = httpx.get(server.url + "/version", timeout=10).json()
+    finally:
+        server.stop()
+    assert served.status_code == 200, served.text[:1000]
+    assert info["model_uri"] == "models:/vigie@champion" and info["model_version"] == "1"
+    got = served.json()["predictions"]
+    assert len(got) == len(want) == len(records)
+    for row, local_row in zip(got, want):  # every column: labels and evidence equal, scores and probabilities close
+        numbers = {k for k, v in local_row.items() if isinstance(v, float)}
+        assert row.keys() == local_row.keys()
+        assert {k: row[k] for k in row.keys() - numbers} == {k: local_row[k] for k in local_row.keys() - numbers}
+        assert {k: row[k] for k in numbers} == pytest.approx({k: local_row[k] for k in numbers}, rel=1e-9, abs=1e-12)
