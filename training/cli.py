@@ -155,6 +155,11 @@ def cmd_register(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.engine == "spark":
+        from training.spark_score import predict_spark
+
+        return predict_spark(args.paths, model_uri=args.model, output=args.output, batch_size=args.batch_size,
+                             fmt=args.format)
     from training.predict import predict_paths
 
     return predict_paths(args.paths, model_uri=args.model, output=args.output, batch_size=args.batch_size,
@@ -302,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["jsonl", "csv", "parquet"], default=None,
                     help="default: from the -o suffix (.jsonl, .csv, .parquet)")
     pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--engine", choices=["local", "spark"], default="local",
+                    help="spark: Parquet / JSON Lines tables -> a Parquet folder (-o), one resumable partition per "
+                         "input file, on the Spark of spark-submit or on this machine (docs/scale.md)")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="score a labelled JSONL/CSV/Parquet file with a registered model; log the run")

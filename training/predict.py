@@ -37,6 +37,7 @@ import pandas as pd
 from training.data.article import Skip
 from training.data.cleaning import split_title
 from training.data.readers import is_article_file, is_orangesum_repo, read_paths, walk_files
+from training.data.schema import source_key
 from training.data.tables import STDIN, is_table_file, iter_table_batches, table_format, table_rows, table_suffix
 from training.errors import InputError, InvalidInput
 from training.io import batched
@@ -86,6 +87,16 @@ class Report:
             self.first.append(s)
         if s.line is not None:
             self.on_row_skip()
+
+
+def prediction_columns(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(name, type) of every output column, in order, for a model with these labels (the Spark engine's too)."""
+    return META_COLUMNS + output_columns(labels) + MODEL_COLUMNS
+
+
+def shown_title(it: Item) -> str | None:
+    """The output's `title`: the input's, else the first line of the text."""
+    return it.title or split_title(it.text)[0].strip() or None
 
 
 def output_format(output: str | None, fmt: str | None) -> str:
@@ -152,7 +163,8 @@ def _article_items(paths: Iterable[Path], report: Report) -> Iterator[Item]:
             report.skip(Skip(a.path or a.id, problem))
             continue
         date, unreadable = _date(a.date)
-        yield Item(a.id, a.text, None, date, None, a.path, None, raw_date=a.date if unreadable else None)
+        # the page's own address names its site: the source a model's dates are checked against
+        yield Item(a.id, a.text, None, date, source_key(a.url), a.path, None, raw_date=a.date if unreadable else None)
 
 
 def _table_items(path: Path | str, report: Report, batch_size: int) -> Iterator[Item]:
@@ -306,7 +318,7 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
     model = load_model(pinned_uri(model_uri, version))
     served = model.unwrap_python_model()
     boilerplate = getattr(served, "boilerplate", None)
-    columns = META_COLUMNS + output_columns(served.meta["labels"]) + MODEL_COLUMNS
+    columns = prediction_columns(served.meta["labels"])
     names = [c for c, _ in columns]
 
     totals = [table_rows(p) if table_format(p) == "parquet" else None for p in paths]
@@ -330,7 +342,7 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
                     report.bad_dates += 1
                     report.first_bad_date = report.first_bad_date or it
             writer.write([{"id": it.id, "path": it.path, "line": it.line, "date": it.date,
-                           "title": it.title or split_title(it.text)[0].strip() or None,
+                           "title": shown_title(it),
                            "source": it.source, **{k: _clean(row.get(k)) for k in names[len(META_COLUMNS):-2]},
                            "stance_evidence": None if row.get("stance_evidence") is None
                            else json.loads(row["stance_evidence"]),
@@ -349,7 +361,7 @@ def predict_paths(paths: list[str], model_uri: str, output: str | None = None, b
         bar.close()
         raise
     bar.close()
-    _summary(predicted, report)
+    print_summary(predicted, report)
     if predicted == 0:
         return EXIT_NONE
     return EXIT_SOME_SKIPPED if report.skipped else EXIT_ALL
@@ -374,7 +386,7 @@ def _predict(model, items: list[Item], report: Report) -> list[tuple[Item, dict]
     return list(zip(items, pred.to_dict(orient="records")))
 
 
-def _summary(predicted: int, report: Report) -> None:
+def print_summary(predicted: int, report: Report) -> None:
     line = f"predicted {predicted} article(s)"
     if report.skipped:
         line += f"; skipped {report.skipped}: " + ", ".join(f"{r} ({n})" for r, n in report.reasons.most_common())
