@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -360,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Ctrl-C / SIGINT always interrupts a command (cleanly, below): a non-interactive shell starts its background
+    # jobs with SIGINT ignored, and Python would then never raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
