@@ -126,13 +126,16 @@ def source_key(source: str | None) -> str | None:
     """A source as the models compare it: a site name or a URL -> lowercase host without `www.`
     ('https://www.Actu.Orange.fr/x' and 'actu.orange.fr' are one key), a build source name ('orangesum') as it is,
     lowercased; None for nothing."""
+    from urllib.parse import urlsplit
+
     if not isinstance(source, str) or not source.strip():
         return None
-    s = source.strip().lower()
-    if "://" in s:
-        s = s.split("://", 1)[1]
-    s = s.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
-    return s.removeprefix("www.") or None
+    s = source.strip()
+    try:
+        host = urlsplit(s if "://" in s else f"//{s}").hostname  # a bare host or name reads as a network location
+    except ValueError:  # e.g. an unclosed '[' (IPv6 literal): no host to compare, like no source
+        return None
+    return (host.removeprefix("www.") or None) if host else None
 
 
 def squash(text: str) -> str:

@@ -541,10 +541,11 @@ class MonthPrior:
 
     def adjust(self, proba: np.ndarray, dates: list[str | None]) -> np.ndarray:
         """`proba` with the rows that have a date shifted by their month's prior; the others as they are."""
-        rows = [i for i, d in enumerate(dates) if month_index(d) is not None]
-        if not rows or not self.strength:
+        months = {i: m for i, m in enumerate(map(month_index, dates)) if m is not None}
+        if not months or not self.strength:
             return proba
-        at = np.clip([month_index(dates[i]) - self.first_ for i in rows], 0, len(self.log_ratio_) - 1)
+        rows = list(months)
+        at = np.clip(np.array(list(months.values())) - self.first_, 0, len(self.log_ratio_) - 1)
         out = proba.copy()
         shifted = np.log(np.clip(proba[rows], 1e-12, 1)) + self.strength * self.log_ratio_[at]
         shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
