@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# one pytest worker per core (at most 4: each builds the session fixtures); a test file stays on one worker, so
+# its module fixtures are built once. `make test PYTEST_WORKERS=` runs the suite in one process.
+PYTEST_WORKERS ?= -n auto --maxprocesses=4 --dist loadfile
 
 .PHONY: setup run test data train register predict clean
 
@@ -28,7 +31,7 @@ run: setup data/raw/orangesum
 	$(VENV)/bin/vigie predict seeds/
 
 test: setup data/raw/orangesum
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf data/processed mlruns models
