@@ -299,3 +299,38 @@ def test_a_stance_model_ranks_the_model_stratum(use_trained_store):
     model_rows = [r for r in rows if r["stratum"] == "model"]
     assert len(model_rows) == 20 and [r["rank"] for r in model_rows] == list(range(20))
     assert model_rows[0]["score"] >= model_rows[-1]["score"]
+
+
+@pytest.mark.parametrize("config_class, nodelay", [("uvicorn", 0), ("vigie", 1)])
+def test_served_connections_get_tcp_nodelay(config_class, nodelay):
+    """With several workers uvicorn binds the listening socket itself; asyncio sets TCP_NODELAY only on the
+    connections of a socket whose proto reads TCP, and without it every keep-alive answer waits for the client's
+    delayed ACK. The socket `vigie serve` hands its workers gives its connections TCP_NODELAY; uvicorn's own
+    (the parametrised control) does not."""
+    import asyncio
+
+    import uvicorn
+
+    from training.serve import _NoDelayConfig
+
+    cls = _NoDelayConfig if config_class == "vigie" else uvicorn.Config
+    sock = cls("training.serve:create_app", factory=True, host="127.0.0.1", port=0, workers=2).bind_socket()
+
+    async def accept_one() -> int:
+        got: dict[str, int] = {}
+
+        async def handle(reader, writer):
+            got["nodelay"] = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+
+        srv = await asyncio.start_server(handle, sock=sock)  # how uvicorn's workers serve the inherited socket
+        async with srv:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            for _ in range(200):
+                if "nodelay" in got:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+        return got["nodelay"]
+
+    assert bool(asyncio.run(accept_one())) == bool(nodelay)

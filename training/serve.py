@@ -17,8 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 from importlib.metadata import version as package_version
+
+import uvicorn
 
 from training import tracking
 from training.models.contract import INPUT_COLUMNS, MAX_ROWS, MAX_TEXT_CHARS
@@ -219,11 +222,20 @@ def create_app():
     return Guard(scoring_app(load_model(settings["model_path"])), settings["info"], int(settings["max_body_mb"] * 2**20))
 
 
+class _NoDelayConfig(uvicorn.Config):
+    """uvicorn's config, with a listening socket whose `proto` reads IPPROTO_TCP. With several workers uvicorn
+    binds the socket itself as `socket.socket(family)` (proto 0), and asyncio sets TCP_NODELAY only on the
+    connections of a socket whose proto is TCP: every keep-alive answer then waited ~40 ms for the client's
+    delayed ACK (Nagle; Kludex/uvicorn#3149; docs/benchmarks.md). The same bound socket, its proto read back
+    from the kernel, fixes that."""
+
+    def bind_socket(self) -> socket.socket:
+        return socket.socket(fileno=super().bind_socket().detach())
+
+
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 5000, workers: int | None = None,
           max_body_mb: float = DEFAULT_MAX_BODY_MB) -> int:
     """Download the model once, then serve it with `workers` uvicorn processes (default: one per core)."""
-    import uvicorn
-
     from training.registry import download_model, model_version, pinned_uri
 
     tracking.setup()
@@ -237,6 +249,13 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 5000, workers: in
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"serving {model_uri} (version {info['model_version']}) on http://{host}:{port}/invocations with "
           f"{workers} worker(s) (store {tracking.tracking_uri()})", file=sys.stderr)
-    uvicorn.run("training.serve:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
-    return 0
+    config = _NoDelayConfig("training.serve:create_app", factory=True, host=host, port=port, workers=workers,
+                            log_level="warning")
+    if workers > 1:  # what uvicorn.run does, with the config above
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE: the worker could not load the model

@@ -131,6 +131,7 @@ class BoilerplateModel:
     min_fraction: float = 0.02
     lines: dict[str, set[str]] = field(default_factory=dict)  # source -> {line_key}
     sources: set[str] = field(default_factory=set)  # every source the model was fitted on, with or without lines
+    _any: frozenset | None = field(default=None, init=False, repr=False, compare=False)  # keys_for(unknown)
 
     def fit(self, docs: Iterable[tuple[str, str]]) -> BoilerplateModel:
         """docs: (source, raw body) pairs. A line is boilerplate for a source when it recurs in many of its
@@ -142,6 +143,7 @@ class BoilerplateModel:
             keys = {line_key(ln) for ln in normalize_chars(body).split("\n") if ln.strip()}
             counts.setdefault(source, Counter()).update(keys)
         self.lines = {}
+        self._any = None
         self.sources = set(totals)
         for source, counter in counts.items():
             threshold = max(self.min_docs, self.min_fraction * totals[source])
@@ -155,7 +157,9 @@ class BoilerplateModel:
         a site the build never saw), the lines learned for any source: such an article may come from any of them."""
         if source in self.sources:
             return self.lines.get(source, set())
-        return set().union(*self.lines.values())
+        if self._any is None:  # asked for every served article without a known source: computed once
+            self._any = frozenset().union(*self.lines.values())
+        return self._any
 
     def is_boilerplate(self, source: str | None, line: str) -> bool:
         return line_key(line) in self.keys_for(source)
