@@ -51,3 +51,21 @@ def test_a_rare_class_gets_average_precision_intervals_and_a_curve(tmp_path):
     assert plot_precision_recall(report, tmp_path / "pr.png") and (tmp_path / "pr.png").stat().st_size > 1000
     _, common = evaluate_task("validation", "stance", np.array([0, 1] * 50), onehot(np.array([0, 1] * 50)), LABELS)
     assert not plot_precision_recall(common, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_bootstrap_statistics_are_scikit_learns():
+    """The numpy F1 and average precision behind the bootstrap intervals equal scikit-learn's, ties, a class never
+    predicted and a class absent included."""
+    from training.evaluate import binary_average_precision, binary_f1
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 50, 400):
+        for _ in range(30):
+            truth = rng.random(n) < rng.choice([0.0, 0.05, 0.3, 1.0])
+            predicted = rng.random(n) < rng.choice([0.0, 0.1, 0.5])
+            score = np.round(rng.random(n), int(rng.choice([1, 2, 6])))  # coarse rounding: many tied scores
+            assert binary_f1(truth, predicted) == pytest.approx(f1_score(truth, predicted, zero_division=0), abs=1e-12)
+            if truth.any():
+                assert binary_average_precision(truth, score) == pytest.approx(average_precision_score(truth, score), abs=1e-12)
+            else:
+                assert np.isnan(binary_average_precision(truth, score))
