@@ -200,6 +200,24 @@ def test_fast_path_predictions_are_the_library_paths_on_real_articles(small_mode
         assert fast.evidence(batch, got) == slow.evidence(batch, expected)
 
 
+def test_column_features_are_the_column_transformers_matrix(small_model):
+    """The served path stacks each block's features itself (`column_features`): the matrix ColumnTransformer's own
+    transform gives, entry for entry and dtype, for one article, a batch and every row, and the probabilities of
+    the whole pipeline's predict_proba."""
+    from training.models.baseline import column_features
+
+    pipes, _, texts, dates = small_model
+    for batch in (texts[:1], texts[:32], texts):
+        X = frame(batch, dates[:len(batch)])
+        for task, pipe in pipes.items():
+            counted = pipe[0].transform(X)
+            columns = pipe.named_steps["features"]
+            got, expected = column_features(columns, counted), columns.transform(counted)
+            assert got.format == "csr" and got.dtype == expected.dtype and got.shape == expected.shape, task
+            assert (got != expected).nnz == 0, task
+            assert np.array_equal(pipe.named_steps["clf"].predict_proba(got), pipe.predict_proba(X)), task
+
+
 def test_the_word_counts_are_computed_once_a_request_for_both_tasks(small_model, monkeypatch, tmp_path):
     pipes, labels, texts, dates = small_model
     joblib.dump(pipes, tmp_path / "pipelines.joblib")  # the family's one file

@@ -941,8 +941,23 @@ def proba_tasks(pipes: dict[str, Pipeline], n_classes: dict[str, int], texts: li
             first = pipe.steps[0][1]
             if id(first) not in counted:
                 counted[id(first)] = first.transform(X)
-            out[task] = proba_full(pipe, pipe[1:-1].transform(counted[id(first)]), n_classes[task])
+            out[task] = proba_full(pipe, column_features(pipe.named_steps["features"], counted[id(first)]),
+                                   n_classes[task])
     return out
+
+
+def column_features(columns: ColumnTransformer, X: pd.DataFrame):
+    """`columns.transform(X)` for the fitted ColumnTransformer of `build_pipeline` (sparse output, no transformer
+    weights, every other column dropped): each block's transform on its columns, stacked as ColumnTransformer
+    stacks them. What it leaves out is the per-call work around the blocks (checking the frame's columns
+    and feature names against the fit, joblib dispatch, re-checking each block), which cost as much as the
+    features themselves for one article (docs/benchmarks.md). The same matrix, entry for entry
+    (tests/test_throughput.py); any other ColumnTransformer goes through its own transform."""
+    blocks = columns.transformers_
+    if columns.transformer_weights or not getattr(columns, "sparse_output_", False) or any(
+            isinstance(t, str) and t != "drop" for _, t, _ in blocks):
+        return columns.transform(X)
+    return sp.hstack([t.transform(X[c]) for _, t, c in blocks if not (isinstance(t, str) and t == "drop")]).tocsr()
 
 
 def calibrate_task(pipe: Pipeline, X, labels: np.ndarray) -> None:
