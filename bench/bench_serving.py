@@ -88,11 +88,25 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait(timeout=30)
 
 
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of a process group (the server and its workers), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields after the command name: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def pct(seconds: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1000, q))
 
 
-def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clients: int, workers: int) -> dict:
+def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clients: int, workers: int,
+                 server_pgid: int) -> dict:
     import httpx
 
     headers = {"content-type": "application/json"}
@@ -123,10 +137,11 @@ def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clien
     # warm-up: enough concurrent batches that every worker has loaded the model and answered a few
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(run, [[requests[i % len(requests)]] * 2 for i in range(max(clients, 2 * workers))]))
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0, cpu0, server0 = time.perf_counter(), time.process_time(), group_cpu_s(server_pgid)
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(run, [requests[i::clients] for i in range(clients)]))
     wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    server_cpu = group_cpu_s(server_pgid) - server0
     latency = []
     with httpx.Client(timeout=60) as client:
         for request in one:
@@ -135,6 +150,7 @@ def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clien
             latency.append(time.perf_counter() - t)
     n = sum(map(len, batches))
     return {"articles": n, "wall_s": wall, "articles_per_s": n / wall, "client_cpu_s": client_cpu,
+            "server_cpu_s": server_cpu,
             "one_p50_ms": pct(latency, 50), "one_p95_ms": pct(latency, 95)}
 
 
@@ -186,7 +202,7 @@ def main() -> None:
         proc, url = start_server(args.model, args.workers)
         try:
             figures["http"] = {"workers": args.workers, "clients": args.clients,
-                               **http_figures(url, batches, singles, args.clients, args.workers)}
+                               **http_figures(url, batches, singles, args.clients, args.workers, proc.pid)}
         finally:
             stop_server(proc)
     if not args.no_inprocess:
@@ -195,8 +211,8 @@ def main() -> None:
           f"batches of {args.batch}")
     for name, f in (("HTTP", figures.get("http")), ("in-process", figures.get("in_process"))):
         if f:
-            extra = (f"  ({f['workers']} workers, {f['clients']} clients using {f['client_cpu_s']:.1f} CPU s of "
-                     f"{f['wall_s']:.1f} s)" if name == "HTTP" else "  (1 process)")
+            extra = (f"  ({f['workers']} workers using {f['server_cpu_s']:.1f} CPU s and {f['clients']} clients "
+                     f"{f['client_cpu_s']:.1f} CPU s of {f['wall_s']:.1f} s wall)" if name == "HTTP" else "  (1 process)")
             print(f"{name:11s} {f['articles_per_s']:7.1f} articles/s   one article: p50 {f['one_p50_ms']:6.1f} ms  "
                   f"p95 {f['one_p95_ms']:6.1f} ms{extra}")
     if args.json:
