@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from training.data.article import Skip
-from training.data.tables import STDIN, TableRow, _json_type, _normalise, _parse_json_line, table_format, table_suffix
+from training.data.tables import STDIN, TableRow, normalise_record, parse_jsonl_record, table_format, table_suffix
 from training.errors import InputError
 from training.models.contract import MAX_ROWS, article_words, output_columns, prepare_text
 from training.predict import (EXIT_ALL, EXIT_NONE, EXIT_SOME_SKIPPED, NO_WORDS, SHOWN_SKIPS, Item, Report,
@@ -236,12 +236,7 @@ def _record(rec: dict, fmt: str) -> tuple[dict | None, str | None]:
     raw = rec["value"]
     if not raw.strip():
         return None, None
-    problem, value = _parse_json_line(raw.encode("utf-8", "surrogatepass"))
-    if problem is None and not isinstance(value, dict):
-        problem = f"expected a JSON object, got {_json_type(value)}"
-    if problem is None and "text" not in value:
-        problem = "no 'text' key"
-    return value, problem and f"bad JSONL line: {problem}"
+    return parse_jsonl_record(raw.encode("utf-8", "surrogatepass"))
 
 
 def check_rows(batches: Iterator, fmt: str, files: dict[str, tuple[str, str]], boilerplate) -> Iterator:
@@ -258,7 +253,7 @@ def check_rows(batches: Iterator, fmt: str, files: dict[str, tuple[str, str]], b
             if record is None and problem is None:
                 continue
             if problem is None:
-                problem = _normalise(TableRow(path, line, record))
+                problem = normalise_record(TableRow(path, line, record))
             got = problem or item_from_record(record, path, line)
             if isinstance(got, Item) and not article_words(prepare_text(got.text, got.title, boilerplate, got.source)):
                 got = NO_WORDS

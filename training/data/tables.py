@@ -119,7 +119,7 @@ def iter_table_batches(path: Path | str, skip: SkipSink, batch_rows: int = 1024,
     def good_rows() -> Iterator[TableRow]:
         for row in reader(name, counted, required, batch_rows):
             said[0] += 1
-            problem = _normalise(row)
+            problem = normalise_record(row)
             if problem:
                 skip(Skip(name, problem, line=row.line))
             else:
@@ -130,8 +130,9 @@ def iter_table_batches(path: Path | str, skip: SkipSink, batch_rows: int = 1024,
         skip(Skip(name, "no rows (blank lines or a header only)"))
 
 
-def _normalise(row: TableRow) -> str | None:
-    """Give the record its string `id` and replace lone surrogates; or say why the row cannot be read."""
+def normalise_record(row: TableRow) -> str | None:
+    """Give the record its string `id` and replace lone surrogates, in place; or say why the row cannot be read
+    (every table reader applies it to each row it yields)."""
     rec = row.record
     for k, v in rec.items():
         if isinstance(v, str) and _SURROGATE.search(v):
@@ -182,13 +183,9 @@ def _jsonl_rows(name: str, skip: SkipSink, required: tuple[str, ...], _batch: in
                 continue
             if not raw.strip():
                 continue
-            problem, value = _parse_json_line(raw)
-            if problem is None and not isinstance(value, dict):
-                problem = f"expected a JSON object, got {_json_type(value)}"
-            if problem is None and (missing := [c for c in required if c not in value]):
-                problem = f"no {', '.join(repr(c) for c in missing)} key"
+            value, problem = parse_jsonl_record(raw, required)
             if problem:
-                skip(Skip(name, f"bad JSONL line: {problem}", line=lineno))
+                skip(Skip(name, problem, line=lineno))
                 continue
             yield TableRow(name, lineno, value)
     except (OSError, EOFError, zlib.error) as e:  # a truncated or damaged gzip stream, a read error
@@ -196,6 +193,17 @@ def _jsonl_rows(name: str, skip: SkipSink, required: tuple[str, ...], _batch: in
     finally:
         if fh is not sys.stdin.buffer:
             fh.close()
+
+
+def parse_jsonl_record(raw: bytes, required: tuple[str, ...] = ("text",)) -> tuple[dict | None, str | None]:
+    """One non-blank JSON Lines line -> (the record, None), or (None, why it is not a record with the `required`
+    keys, in the words of a skip). Every reader of JSON Lines records uses it (`vigie predict`, the Spark path)."""
+    problem, value = _parse_json_line(raw)
+    if problem is None and not isinstance(value, dict):
+        problem = f"expected a JSON object, got {_json_type(value)}"
+    if problem is None and (missing := [c for c in required if c not in value]):
+        problem = f"no {', '.join(repr(c) for c in missing)} key"
+    return (None, f"bad JSONL line: {problem}") if problem else (value, None)
 
 
 def _parse_json_line(raw: bytes) -> tuple[str | None, Any]:
