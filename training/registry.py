@@ -127,8 +127,9 @@ def _register_best(client, experiment: str | None, metric: str, name: str) -> Re
             return RegisterResult(False, None, candidate.info.run_id,
                                   f"not promoted: best candidate run {candidate.info.run_id} has {metric} {score:.4f}, "
                                   f"not better than champion {name} v{champ.version} ({champ_score:.4f}){note}")
-    version = _version_for_run(client, name, candidate, metric)
-    client.set_registered_model_alias(name, ALIAS, version.version)
+    with tracking.signals_deferred():  # a Ctrl-C here would leave a new version that is not the champion
+        version = _version_for_run(client, name, candidate, metric)
+        client.set_registered_model_alias(name, ALIAS, version.version)
     before = f" (was v{champ.version}, {metric} {champ_run.data.metrics.get(metric):.4f}){note}" if champ else ""
     return RegisterResult(True, version.version, candidate.info.run_id,
                           f"promoted: {name} v{version.version} is @{ALIAS}{before}: run {candidate.info.run_id}, {metric} {score:.4f}")

@@ -3,7 +3,9 @@
 Default store: `sqlite:///mlruns/mlflow.db` with artifacts under `mlruns/artifacts/` (MLflow 3.17+ refuses a
 plain `./mlruns` file store); `MLFLOW_TRACKING_URI` overrides it. A run always ends FINISHED, FAILED or
 KILLED: exceptions, Ctrl-C and SIGTERM are caught here; a SIGKILL cannot be, and `vigie runs cleanup` marks
-such orphans KILLED.
+such orphans KILLED. Every store write runs with Ctrl-C and SIGTERM held back until it is done (`signals_deferred`):
+an interrupt in the middle of a SQLite write leaves that write's transaction open and its lock held, and the run
+could then not be closed as KILLED ("database is locked").
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +166,61 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt so that the run is closed as KILLED."""
 
 
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferring = threading.local()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM received inside the block take effect when it ends, through the handlers that were in
+    place; a second one does not wait (whoever presses Ctrl-C twice wants out now). Main thread only (signal
+    handlers can only be set there); nested blocks are one block."""
+    if threading.current_thread() is not threading.main_thread() or getattr(_deferring, "active", False):
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in _DEFERRED_SIGNALS}
+    pending: list[int] = []
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    def hold(signum, frame):
+        if pending:
+            pending.clear()
+            restore()
+            _deliver(signum, previous[signum])
+            return
+        pending.append(signum)
+
+    for s in _DEFERRED_SIGNALS:
+        signal.signal(s, hold)
+    _deferring.active = True
+    try:
+        yield
+    finally:
+        _deferring.active = False
+        restore()
+        if pending:
+            _deliver(pending[0], previous[pending[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default action, now that the default handler is back
+
+
+def _store_write(fn):
+    """`fn` runs inside `signals_deferred`: a store write is never cut in the middle by Ctrl-C."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        with signals_deferred():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 _EXTRA_TAGS: ContextVar[dict[str, str]] = ContextVar("vigie_extra_run_tags", default={})
 
 
@@ -196,20 +255,25 @@ def run(experiment: str, run_name: str, tags: dict[str, str], description: str =
             signal.signal(signal.SIGTERM, on_term)
         except ValueError:  # not the main thread
             pass
-    if run_id:
-        active = mlflow.start_run(run_id=run_id, tags=tags, nested=nested)
-    else:
-        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, nested=nested)
+    started = False
     try:
+        with signals_deferred():  # an interrupt held back here surfaces once the run exists, and closes it
+            if run_id:
+                active = mlflow.start_run(run_id=run_id, tags=tags, nested=nested)
+            else:
+                active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, nested=nested)
+            started = True
         yield active
     except KeyboardInterrupt:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        if started:
+            _end_run(RunStatus.KILLED)
         raise
     except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        if started:
+            _end_run(RunStatus.FAILED)
         raise
     else:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        _end_run(RunStatus.FINISHED)
     finally:
         if not nested:
             try:
@@ -218,6 +282,12 @@ def run(experiment: str, run_name: str, tags: dict[str, str], description: str =
                 pass
 
 
+@_store_write
+def _end_run(status: int) -> None:
+    mlflow.end_run(RunStatus.to_string(status))
+
+
+@_store_write
 def log_params(params: dict[str, Any]) -> None:
     """Flattened config as params, bounded: values cut to MLflow's length limit, at most MAX_PARAMS."""
     items = []
@@ -228,6 +298,7 @@ def log_params(params: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[i : i + 100]))
 
 
+@_store_write
 def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None, dataset=None) -> None:
     """With `model_id` (and `dataset`), the metrics are also the logged model's: its page lists them, per dataset."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
@@ -236,6 +307,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: st
         mlflow.log_metrics(dict(items[i : i + 500]), step=step, model_id=model_id, dataset=dataset)
 
 
+@_store_write
 def log_dataset_split(df, name: str, source: str, targets: str | None, context: str):
     dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
     mlflow.log_input(dataset, context=context)
@@ -251,14 +323,17 @@ def logged_model_id(model_uri: str) -> str | None:
     return get_model_info(model_uri).model_id
 
 
+@_store_write
 def log_artifacts(local_dir: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifacts(str(local_dir), artifact_path)
 
 
+@_store_write
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
+@_store_write
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
@@ -273,6 +348,7 @@ def signature(inputs: list[tuple[str, str, bool]], outputs: list[tuple[str, str]
                           outputs=Schema([ColSpec(t, name, required=False) for name, t in outputs]))
 
 
+@_store_write
 def log_pyfunc_model(python_model, model_dir: Path, inputs: list[tuple[str, str, bool]], outputs: list[tuple[str, str]],
                      input_example, pip_requirements: list[str], code_paths: list[str]):
     """The run's model: `python_model` (a pyfunc PythonModel) with `model_dir` as its one artifact folder, and the
@@ -309,6 +385,7 @@ def child_runs(parent_run_id: str, experiment: str) -> list:
                               order_by=["attributes.start_time ASC"], max_results=10_000)
 
 
+@_store_write
 def end_run_as(run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
     """Set the final status (FINISHED, FAILED, KILLED) and tags of a run that is no longer active."""
     client = setup()
