@@ -307,10 +307,10 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: st
         mlflow.log_metrics(dict(items[i : i + 500]), step=step, model_id=model_id, dataset=dataset)
 
 
-@_store_write
 def log_dataset_split(df, name: str, source: str, targets: str | None, context: str):
-    dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
-    mlflow.log_input(dataset, context=context)
+    dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)  # the digest: no write yet
+    with signals_deferred():
+        mlflow.log_input(dataset, context=context)
     return dataset
 
 
