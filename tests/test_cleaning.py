@@ -1,14 +1,20 @@
 """Cleaning rules: web furniture out, recurring lines out, glued sentences repaired without breaking numbers,
 abbreviations or URLs; every function idempotent (property-based)."""
 
+import hashlib
+import re
+import unicodedata
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from training.data import cleaning
 from training.data.cleaning import (
     BoilerplateModel,
     clean_body,
     clean_title,
     is_furniture,
+    line_key,
     model_text,
     normalize_chars,
     normalize_for_dedup,
@@ -189,3 +195,55 @@ def test_furniture_rules_in_model_text_are_idempotent_on_a_real_page_layout():
                     "Le texte a été voté dans la nuit. Les syndicats appellent à manifester.")
     assert model_text(*split_title(once)) == once
     assert prepare_text(page) == once  # the served assembly: the same text
+
+
+# The rules as first written, regexes that try every position: the faster code must give the same texts.
+_REFERENCE_GLUED = re.compile(r"(?<=[a-zà-öø-ÿœ0-9%)\]»\"”])([.!?…]+)(?=[A-ZÀ-ÖØ-ÞŒ«“\"])")
+
+
+def _reference_repair(text: str) -> str:
+    def fix(m):
+        start = text.rfind(" ", 0, m.start()) + 1
+        end = text.find(" ", m.end())
+        token = text[start : end if end >= 0 else len(text)]
+        return m.group(0) if cleaning._URL_TOKEN.search(token) else m.group(0) + " "
+
+    return _REFERENCE_GLUED.sub(fix, text)
+
+
+def _reference_normalize(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    for a in cleaning._APOSTROPHES:
+        text = text.replace(a, "'")
+    text = cleaning._CONTROL.sub("", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
+    return cleaning._SPACES.sub(" ", text)
+
+
+glued_text = st.lists(st.sampled_from(list("aZé9%)]»\"”«“.!?…  \n\t\u00a0@/:wfrcomM") + ["www.", ".fr", "://", ".com"]),
+                      max_size=200).map("".join)
+any_text = st.text(alphabet=st.characters(blacklist_categories=()), max_size=300)  # surrogates and every category included
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(glued_text, any_text))
+def test_repair_and_normalisation_give_the_reference_texts(text):
+    assert repair_glued_sentences(text) == _reference_repair(text)
+    assert normalize_chars(text) == _reference_normalize(text)
+    if not any("\ud800" <= c <= "\udfff" for c in text):  # a lone surrogate has no UTF-8: both raise
+        assert line_key(text) == hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=8).hexdigest()
+
+
+def test_fast_paths_hold_for_every_code_point():
+    """normalize_chars skips its regexes on a printable text, line_key its split on a printable line: no
+    character they would change is printable but U+FFFD, and no printable character but " " is white space."""
+    every = "".join(map(chr, range(0x110000)))
+    changed = {m.group() for rx in (cleaning._CONTROL, cleaning._SPACES) for m in rx.finditer(every)}
+    assert {c for c in changed | {"\r", "\u2028", "\u2029"} if c.isprintable()} == {"\ufffd"}
+    assert [c for c in every if c.isspace() and c.isprintable()] == [" "]
+    assert [c for c in every if not c.isspace() and any(x.isspace() for x in c.lower())] == []
+
+
+def test_a_long_line_of_glued_sentences_is_repaired_in_linear_time():
+    assert repair_glued_sentences("a.B" * 60_000) == "a. B" * 60_000
+    assert repair_glued_sentences("a.B" * 60_000 + ".fr x") == "a.B" * 60_000 + ".fr x"  # one token, a domain

@@ -90,7 +90,9 @@ _TRAILER = re.compile(
 
 # A sentence end glued to the next sentence: lowercase letter, digit or closing mark, then . ! ? or …,
 # then an uppercase letter or an opening quote. An uppercase letter before the dot (M.Dupont, U.S.A) is left.
-_GLUED = re.compile(r"(?<=[a-zà-öø-ÿœ0-9%)\]»\"”])([.!?…]+)(?=[A-ZÀ-ÖØ-ÞŒ«“\"])")
+# Written to start with the punctuation, not the lookbehind: `re` then skips to the next . ! ? … in C instead of
+# trying the whole pattern at every position (5x faster on an article; the same matches).
+_GLUED = re.compile(r"([.!?…](?<=[a-zà-öø-ÿœ0-9%)\]»\"”][.!?…])[.!?…]*)(?=[A-ZÀ-ÖØ-ÞŒ«“\"])")
 # A whitespace-delimited token that is a URL, a domain name or an e-mail address: never split.
 _URL_TOKEN = re.compile(r"(?:https?://|www\.|\S@\S)|\.(?:fr|com|org|net|eu|io)\b")
 
@@ -100,6 +102,10 @@ def normalize_chars(text: str) -> str:
     for a in _APOSTROPHES:
         if a in text:
             text = text.replace(a, "'")
+    # every character the steps below change is non-printable (Cc, Cf, Zs, Zl, Zp) but U+FFFD: a text printable
+    # apart from its line breaks has none, and skips two regex scans
+    if "\ufffd" not in text and text.replace("\n", "").isprintable():
+        return text
     text = _CONTROL.sub("", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
     text = _SPACES.sub(" ", text)
@@ -108,19 +114,32 @@ def normalize_chars(text: str) -> str:
 
 def repair_glued_sentences(text: str) -> str:
     """Insert the missing space in "jeudi.Le", leaving URLs, domains and e-mail addresses untouched."""
-
-    def fix(m: re.Match) -> str:
-        start = text.rfind(" ", 0, m.start()) + 1
-        end = text.find(" ", m.end())
-        token = text[start : end if end >= 0 else len(text)]
-        return m.group(0) if _URL_TOKEN.search(token) else m.group(0) + " "
-
-    return _GLUED.sub(fix, text)
+    if not any(p in text for p in ".!?…"):
+        return text
+    parts = _GLUED.split(text)  # text, glued end, text, glued end, ..., text
+    url = {}  # token start -> whether the token is a URL: one search a token (a long line without spaces and
+    # with many glued ends was quadratic)
+    at = 0
+    for i in range(1, len(parts), 2):
+        at += len(parts[i - 1])
+        start = text.rfind(" ", 0, at) + 1
+        if start not in url:
+            end = text.find(" ", at)
+            url[start] = bool(_URL_TOKEN.search(text[start : end if end >= 0 else len(text)]))
+        at += len(parts[i])
+        if not url[start]:
+            parts[i] += " "
+    return "".join(parts)
 
 
 def line_key(line: str) -> str:
     """A normalised line, for counting recurrences across documents."""
-    return hashlib.blake2b(" ".join(line.lower().split()).encode(), digest_size=8).hexdigest()
+    line = line.lower()
+    # a printable line holds no white space but " " (checked over every code point in tests/test_cleaning.py):
+    # then split/join only squeezes and strips spaces, and a cleaned line has nothing to squeeze or strip
+    if not (line.isprintable() and "  " not in line and line[:1] != " " and line[-1:] != " "):
+        line = " ".join(line.split())
+    return hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -183,7 +202,7 @@ def clean_body(text: str, source: str | None = None, boilerplate: BoilerplateMod
     learned = boilerplate.keys_for(source) if boilerplate else set()
     paragraphs = []
     for raw in normalize_chars(text).split("\n"):
-        line = _MULTISPACE.sub(" ", raw).strip()
+        line = (_MULTISPACE.sub(" ", raw) if "  " in raw else raw).strip()
         if not line:
             continue
         line = repair_glued_sentences(line)  # the rules read repaired lines, so a second pass finds nothing new
