@@ -19,6 +19,7 @@ from training.data.cleaning import (
     normalize_chars,
     normalize_for_dedup,
     repair_glued_sentences,
+    sentences,
     split_title,
 )
 from training.models.contract import prepare_text
@@ -247,3 +248,32 @@ def test_fast_paths_hold_for_every_code_point():
 def test_a_long_line_of_glued_sentences_is_repaired_in_linear_time():
     assert repair_glued_sentences("a.B" * 60_000) == "a. B" * 60_000
     assert repair_glued_sentences("a.B" * 60_000 + ".fr x") == "a.B" * 60_000 + ".fr x"  # one token, a domain
+
+
+_REFERENCE_SENTENCE_END = re.compile(r"(?<=[a-zà-öø-ÿœ0-9%)\]»\"”][.!?…])\s+(?=[«\"“A-ZÀ-ÖØ-ÞŒ0-9])|(?<=[.!?…][»\"”])\s+(?=[«\"“A-ZÀ-ÖØ-ÞŒ])")
+sentence_text = st.lists(st.sampled_from(list("aZÉé9%)]»\"”«“.!?… \u00a0\t\n\u2003xM") + ["M. ", "U.S.A. "]), max_size=200).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(sentence_text, any_text))
+def test_sentences_are_the_reference_split(text):
+    expected = [(i, s.strip()) for i, line in enumerate(text.split("\n"))
+                for s in _REFERENCE_SENTENCE_END.split(line) if s.strip()]
+    assert sentences(text) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(any_text, st.text(alphabet="ab_1²½Ⅻé\u0301 \n", max_size=50)), max_size=5))
+def test_word_counts_are_the_regex_counts(texts):
+    from training.models.contract import article_words, count_words
+
+    expected = [len(re.findall(r"[^\W\d_]+", t)) for t in texts]
+    assert count_words(texts) == expected
+    assert [article_words(t) for t in texts] == expected
+
+
+def test_word_count_letters_are_the_regex_class_over_every_code_point():
+    from training.models.contract import count_words
+
+    every = [chr(c) for c in range(0x110000)]
+    assert count_words(every) == [int(bool(re.fullmatch(r"[^\W\d_]", c))) for c in every]
