@@ -122,7 +122,7 @@ def _word_tokens(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """The tokens of scikit-learn's default token pattern, r"(?u)\\b\\w\\w+\\b", as spans of `chars`: every
     maximal run of two or more word characters (its matches, left to right). (starts, ends, 64-bit hashes:
     sum of code point * _HASH**k, k the place in the token, modulo 2**64)."""
-    word = _word_chars()[chars]
+    word = np.take(_word_chars(), chars)  # take: faster than indexing with an array (the same values)
     edge = np.diff(np.concatenate(([False], word, [False])).view(np.int8))
     start, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
     start, end = start[end - start >= 2], end[end - start >= 2]
@@ -287,12 +287,19 @@ class FastCountVectorizer(CountVectorizer):
         return _sparse(counts.astype(self.dtype), (pairs % len(self.vocabulary_)).astype(np.int32), indptr,
                        (len(docs), len(self.vocabulary_)))
 
+    def _preprocessed(self, docs: list) -> list[str]:
+        """The vectorizer's own decode then preprocessor on each document; decode, a no-op on a str of `content`
+        input, is skipped there (a method call for each of a batch's hundreds of evidence sentences)."""
+        preprocess = self.build_preprocessor()
+        if self.input != "content" or not all(isinstance(d, str) for d in docs):
+            docs = [self.decode(d) for d in docs]
+        return [preprocess(d) for d in docs]
+
     def _word_features(self, docs: list, lookup: dict) -> tuple[np.ndarray, np.ndarray]:
         """(document, feature) of every word n-gram occurrence that is a feature. The tokens are found as runs of
         word characters over the whole batch (`_word_tokens`, the default pattern's matches) and identified by
         hash, each hit then checked character by character against the token it names: exact, no hash luck."""
-        preprocess, decode = self.build_preprocessor(), self.decode
-        chars, doc_start = _code_points([preprocess(decode(d)) for d in docs])
+        chars, doc_start = _code_points(self._preprocessed(docs))
         start, end, hashes = _word_tokens(chars)
         ids = lookup["tokens"].get(hashes.view(np.int64))
         hit = np.flatnonzero(ids >= 0)
@@ -303,8 +310,8 @@ class FastCountVectorizer(CountVectorizer):
             first = np.cumsum(size) - size  # where each hit's characters start in the flat comparison
             at = np.arange(first[-1] + size[-1])
             differ = np.logical_or.reduceat(
-                chars[np.repeat(start[hit] - first, size) + at]
-                != lookup["chars"][np.repeat(lookup["starts"][ids[hit]] - first, size) + at], first)
+                np.take(chars, np.repeat(start[hit] - first, size) + at)
+                != np.take(lookup["chars"], np.repeat(lookup["starts"][ids[hit]] - first, size) + at), first)
             hit = hit[~differ]
         checked = np.zeros(len(ids), dtype=bool)
         checked[hit] = True
@@ -328,8 +335,7 @@ class FastCountVectorizer(CountVectorizer):
         whitespace-separated word padded with a space each side, every window of n characters inside it for n
         in ngram_range, and a padded word shorter than the smallest n once, whole. (The library first turns
         runs of white space into one space: `str.split` splits on the same white space, so that changes no word.)"""
-        preprocess, decode = self.build_preprocessor(), self.decode
-        words = [preprocess(decode(d)).split() for d in docs]
+        words = [d.split() for d in self._preprocessed(docs)]
         flat = [w for ws in words for w in ws]
         if not flat:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
