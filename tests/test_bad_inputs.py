@@ -290,6 +290,15 @@ def case_predict_furniture_only(t):  # nothing of an article is left after clean
              "row 1: no words of an article are left")
 
 
+def case_predict_lone_surrogate(t):  # a JSON "\ud800" escape: the model reads it as U+FFFD, as the file readers do
+    raw = "Moscou critique l'Occident\nLe Kremlin a d\u00e9nonc\u00e9 \ud800 les sanctions occidentales."
+    df = pd.DataFrame({"text": pd.Series([raw], dtype=object), "title": pd.Series([None], dtype=object),
+                       "source": pd.Series(["site\udfff.fr"], dtype=object)})
+    texts, _ = prepare_frame(df)
+    texts[0].encode("utf-8")  # what every later step (counts, pyarrow, JSON) does
+    assert texts == prepare_frame(pd.DataFrame({"text": [raw.replace("\ud800", "\ufffd")]}))[0]
+
+
 def test_furniture_above_the_headline_is_not_the_title():
     from training.data.cleaning import split_title
     from training.models.contract import article_words, format_output, prepare_text

@@ -23,6 +23,7 @@ _APOSTROPHES = ("\u2019", "\u2018", "\u02bc", "\u2032", "`")
 _SPACES = re.compile(r"[\u00a0\u2007\u202f\u2009\u200a\u3000\t\f\v]")
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000e-\u001f\u007f-\u009f\u200b-\u200d\ufeff\ufffd]")
 _MULTISPACE = re.compile(r" {2,}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Generic web furniture: lines that are a site's template wherever they appear, on a site seen once as on the
 # corpus's own (the learned per-source boilerplate below cannot know a new site's template). French first, with
@@ -95,6 +96,12 @@ _TRAILER = re.compile(
 _GLUED = re.compile(r"([.!?…](?<=[a-zà-öø-ÿœ0-9%)\]»\"”][.!?…])[.!?…]*)(?=[A-ZÀ-ÖØ-ÞŒ«“\"])")
 # A whitespace-delimited token that is a URL, a domain name or an e-mail address: never split.
 _URL_TOKEN = re.compile(r"(?:https?://|www\.|\S@\S)|\.(?:fr|com|org|net|eu|io)\b")
+
+
+def replace_surrogates(text: str) -> str:
+    """Lone surrogates (a JSON `"\\ud800"` escape reads as one; they have no UTF-8) -> U+FFFD, which cleaning
+    drops. Applied to every string a reader or the served model takes, before anything encodes it."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def normalize_chars(text: str) -> str:

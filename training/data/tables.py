@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from training.data.article import Skip
+from training.data.cleaning import replace_surrogates
 from training.data.readers import decode_bytes
 from training.errors import InputError
 from training.io import batched
@@ -49,7 +50,6 @@ TABLE_FORMATS = {
     ".csv": "csv", ".csv.gz": "csv",
     ".parquet": "parquet",
 }
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _CSV_BAD_LINE = re.compile(r"Skipping line (\d+): (.*)", re.DOTALL)
 
 
@@ -135,8 +135,8 @@ def normalise_record(row: TableRow) -> str | None:
     (every table reader applies it to each row it yields)."""
     rec = row.record
     for k, v in rec.items():
-        if isinstance(v, str) and _SURROGATE.search(v):
-            rec[k] = _SURROGATE.sub("\ufffd", v)
+        if isinstance(v, str):
+            rec[k] = replace_surrogates(v)
     rid = rec.get("id")
     if rid is None or (isinstance(rid, str) and not rid.strip()):
         rec["id"] = str(row.line)

@@ -30,7 +30,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from training.data.cleaning import BoilerplateModel, model_text, split_title
+from training.data.cleaning import BoilerplateModel, model_text, replace_surrogates, split_title
 from training.data.schema import TASKS, source_key
 from training.errors import InvalidInput
 
@@ -42,7 +42,11 @@ def prepare_text(text: str, title: str | None = None, boilerplate: BoilerplateMo
                  source: str | None = None) -> str:
     """Raw article -> the model's input text (`cleaning.model_text`, the data build's own assembly): the title is
     the `title` column, or else the first line of `text`. `source` picks the boilerplate learned for that site;
-    without it (or for a site the build never saw) the lines learned for any source are dropped."""
+    without it (or for a site the build never saw) the lines learned for any source are dropped. Lone
+    surrogates become U+FFFD first, as the file readers do (`cleaning.replace_surrogates`)."""
+    text = replace_surrogates(text)
+    title = replace_surrogates(title) if isinstance(title, str) else title
+    source = replace_surrogates(source) if isinstance(source, str) else source
     if title is None or not str(title).strip():
         title, text = split_title(text)
     return model_text(str(title), text, source=source, boilerplate=boilerplate)
