@@ -26,12 +26,12 @@ from training.models.baseline import (
     KeyTable,
     WordColumns,
     WordTfidf,
-    _code_points,
     _word_tokens,
     fit_task,
     frame,
     shared_words,
 )
+from training.models.contract import code_points
 from training.models.baseline_family import BaselineModelConfig, BaselineScorer
 
 ODD = ("Titre\nL’Occident qu'il ΣΑΣ ﬁn x² ½ ١٢٣ snake_case __ a_ _b 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 e\u0301t\u00e9 \x00nul\n"
@@ -100,7 +100,7 @@ def test_word_tokens_are_the_default_patterns_matches_over_every_code_point():
     for i in rng.choice(len(pieces), 200_000, replace=False):
         pieces[i] = rng.choice([" ", ".", "'", "\n"])
     text = "".join(pieces)
-    chars, _ = _code_points([text])
+    chars, _ = code_points([text])
     start, end, _ = _word_tokens(chars)
     assert [text[a:b] for a, b in zip(start.tolist(), end.tolist())] == re.findall(r"(?u)\b\w\w+\b", text)
 

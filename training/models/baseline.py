@@ -36,7 +36,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from training.data.schema import NEUTRAL
-from training.models.contract import iso_date
+from training.models.contract import char_table, code_points, iso_date
 
 if TYPE_CHECKING:
     from training.models.baseline_family import BaselineTaskConfig
@@ -96,33 +96,15 @@ def _sparse(data, indices, indptr, shape):
     return cls((data, indices, indptr), shape=shape)
 
 
-@functools.cache
-def _word_chars() -> np.ndarray:
-    """Per code point: whether `re`'s \\w matches it (in a str pattern), as the regex engine itself finds; computed
-    once a process (0.3 s)."""
-    every = "".join(map(chr, range(0x110000)))
-    table = np.zeros(0x110000, dtype=bool)
-    table[[m.start() for m in re.finditer(r"\w", every)]] = True
-    return table
-
-
 _HASH = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
 _HASH_INV = pow(_HASH, -1, 2**64)
-
-
-def _code_points(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The texts joined by NUL (no word character) as code points, and where each text starts."""
-    sizes = np.fromiter(map(len, texts), np.int64, len(texts)) + 1
-    joined = "\0".join(texts)
-    return (np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32),
-            np.cumsum(sizes) - sizes)
 
 
 def _word_tokens(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The tokens of scikit-learn's default token pattern, r"(?u)\\b\\w\\w+\\b", as spans of `chars`: every
     maximal run of two or more word characters (its matches, left to right). (starts, ends, 64-bit hashes:
     sum of code point * _HASH**k, k the place in the token, modulo 2**64)."""
-    word = np.take(_word_chars(), chars)  # take: faster than indexing with an array (the same values)
+    word = np.take(char_table(r"\w"), chars)  # take: faster than indexing with an array (the same values)
     edge = np.diff(np.concatenate(([False], word, [False])).view(np.int8))
     start, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
     start, end = start[end - start >= 2], end[end - start >= 2]
@@ -242,7 +224,7 @@ class FastCountVectorizer(CountVectorizer):
             parts = [t.split(" ") for t in terms]
             tokens = list(dict.fromkeys(w for p in parts for w in p))  # every token of a feature, numbered
             number = dict(zip(tokens, range(len(tokens))))
-            chars, starts = _code_points(tokens)
+            chars, starts = code_points(tokens)
             _, _, hashes = _word_tokens(chars)  # each token is one run of word characters: its own hash
             if len(hashes) != len(tokens) or len(np.unique(hashes)) != len(tokens):  # distinct, for KeyTable
                 return None  # never seen; the library's path then
@@ -299,7 +281,7 @@ class FastCountVectorizer(CountVectorizer):
         """(document, feature) of every word n-gram occurrence that is a feature. The tokens are found as runs of
         word characters over the whole batch (`_word_tokens`, the default pattern's matches) and identified by
         hash, each hit then checked character by character against the token it names: exact, no hash luck."""
-        chars, doc_start = _code_points(self._preprocessed(docs))
+        chars, doc_start = code_points(self._preprocessed(docs))
         start, end, hashes = _word_tokens(chars)
         ids = lookup["tokens"].get(hashes.view(np.int64))
         hit = np.flatnonzero(ids >= 0)
