@@ -33,7 +33,12 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    from training import tracking
+
+    # the tables are created here, under the store's lock: a test that reads the store with plain mlflow while a
+    # `vigie` subprocess starts would otherwise race MLflow's schema creation on a new database (the late comer
+    # fails with CircularDependencyError or AttributeError, from inside SQLAlchemy)
+    tracking.setup()
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

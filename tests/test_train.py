@@ -58,30 +58,32 @@ def test_a_failing_training_ends_failed(small_build, mlflow_store, monkeypatch):
     assert list(runs["status"]) == ["FAILED"]
 
 
-def _wait_for_running_run(experiment: str, timeout: float = 120):
+def _wait_for_running_run(experiment: str, child: subprocess.Popen, log: Path, timeout: float = 120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            runs = mlflow.search_runs(experiment_names=[experiment])
-            if len(runs) and (runs["status"] == "RUNNING").any():
-                return runs
-        except Exception:  # the store may not exist yet
-            pass
+        if child.poll() is not None:
+            raise AssertionError(f"the training exited ({child.returncode}) before it was interrupted:\n{log.read_text()[-3000:]}")
+        runs = mlflow.search_runs(experiment_names=[experiment])
+        if len(runs) and (runs["status"] == "RUNNING").any():
+            return runs
         time.sleep(0.5)
-    raise AssertionError("the training never started a run")
+    raise AssertionError(f"the training started no run in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.parametrize("sig, status, code", [(signal.SIGINT, "KILLED", 130), (signal.SIGTERM, "KILLED", 130)])
-def test_interrupted_training_is_killed_not_running(small_build, mlflow_store, sig, status, code):
+def test_interrupted_training_is_killed_not_running(small_build, mlflow_store, tmp_path, sig, status, code):
     _, _, tmp = small_build
-    p = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "configs/baseline.yaml", *small_overrides(tmp), "experiment=sig"],
-                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_running_run("sig")
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:  # a file, not a pipe: a child writing more than a pipe holds would block
+        p = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "configs/baseline.yaml", *small_overrides(tmp),
+                              "experiment=sig"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for_running_run("sig", p, log)
+            p.send_signal(sig)
+            p.wait(timeout=120)
+        finally:
+            p.kill()
+    err = log.read_text()
     # 130 from the CLI's own handler, or -SIGINT when the interpreter re-raises a KeyboardInterrupt that surfaced
     # while shutting down: a shell reads both as 130 (128 + SIGINT)
     assert p.returncode == code or (sig == signal.SIGINT and p.returncode == -signal.SIGINT), err
