@@ -7,9 +7,9 @@ Articles: the first --articles OrangeSum articles of the `train` split that have
 shards (../shared/data/orangesum/shards; `valid` and `test` are never read), each sent as the served contract
 takes it: `text` = title, lead and body on their own lines, and `date`.
 1. HTTP: starts `vigie serve --model M --workers W` on a free loopback port, warms every worker up, then posts all
-   the articles in batches of --batch from --clients threads at once (a small pool keeps every worker busy):
-   articles/s over the wall time; then --single one-article requests one at a time: p50/p95 latency. The server
-   (its own process group) is stopped by its pid.
+   the articles in batches of --batch from --clients threads at once, each taking the next batch when its answer
+   is in (a shared queue, as a batch job's thread pool does): articles/s over the wall time; then --single
+   one-article requests one at a time: p50/p95 latency. The server (its own process group) is stopped by its pid.
 2. In-process: the same model loaded with `training.registry.load_model`, the same batches one after the other in
    this process (one core): articles/s; one-article p50/p95.
 Every answer is checked (status 200, one row per article). Loopback only, bounded in count."""
@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,7 +125,7 @@ def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clien
         if n != rows:
             raise RuntimeError(f"{n} rows answered for {rows} sent")
 
-    def run(chunk: list[tuple[bytes, int]]) -> None:
+    def run(chunk: list[tuple[bytes, int]]) -> None:  # the warm-up's
         with httpx.Client(timeout=120) as client:
             for request in chunk:
                 post(client, request)
@@ -137,11 +138,24 @@ def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clien
     # warm-up: enough concurrent batches that every worker has loaded the model and answered a few
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(run, [[requests[i % len(requests)]] * 2 for i in range(max(clients, 2 * workers))]))
+    # a shared queue rather than a fixed share per client: with fixed shares the wall time is that of the client
+    # whose connection landed on the busiest worker
+    local = threading.local()
+
+    def post_next(request: tuple[bytes, int]) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=120)
+            opened.append(local.client)
+        post(local.client, request)
+
+    opened: list = []
     t0, cpu0, server0 = time.perf_counter(), time.process_time(), group_cpu_s(server_pgid)
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(run, [requests[i::clients] for i in range(clients)]))
+        list(pool.map(post_next, requests))
     wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     server_cpu = group_cpu_s(server_pgid) - server0
+    for c in opened:
+        c.close()
     latency = []
     with httpx.Client(timeout=60) as client:
         for request in one:

@@ -14,6 +14,7 @@ schema checks, the model's own input checks). The guard only makes its answers t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -100,6 +101,8 @@ class Guard:
         self.info = info
         self.max_body_bytes = max_body_bytes
         self.openapi = json.dumps(openapi_document(info)).encode()
+        self._turn = asyncio.Lock()  # bound to the worker's event loop on first use
+        self._waiting = 0  # requests of this worker waiting for their turn
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -118,7 +121,24 @@ class Guard:
             if too_big:
                 return await _send(send, *self._too_big())
             receive = _replay(body)
+            return await self._score(scope, receive, send)
         await self.app(scope, receive, _CleanErrors(send))
+
+    async def _score(self, scope, receive, send) -> None:
+        """One scoring call at a time in this worker: the scoring app runs each request in a thread, and two at
+        once in one process share its GIL and cost more CPU for the same articles. A request answered while
+        others wait here closes its connection (`Connection: close`): the client's next request comes on a new
+        connection, which an idle worker, waiting in `accept`, is the first to take; keep-alive connections would
+        otherwise stay pinned to the worker that accepted them, however busy (docs/benchmarks.md)."""
+        self._waiting += 1
+        try:
+            await self._turn.acquire()
+        finally:  # a request cancelled while it waits (its client went away) waits no more
+            self._waiting -= 1
+        try:
+            await self.app(scope, receive, _CleanErrors(_CloseWhenBehind(send, self)))
+        finally:
+            self._turn.release()
 
     def _too_big(self) -> tuple[int, bytes]:
         return _error(413, "REQUEST_TOO_LARGE", f"the request body is over the {self.max_body_bytes} bytes accepted; "
@@ -167,6 +187,19 @@ class _CleanErrors:
             await self.send({**self.start, "headers": headers + [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             return await self.send({"type": "http.response.body", "body": body})
+        return await self.send(message)
+
+
+class _CloseWhenBehind:
+    """Wraps `send`: the answer's headers get `Connection: close` when other requests wait in this worker."""
+
+    def __init__(self, send, guard: Guard):
+        self.send = send
+        self.guard = guard
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start" and self.guard._waiting:
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
         return await self.send(message)
 
 
