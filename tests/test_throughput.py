@@ -15,17 +15,19 @@ import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
 
 from tests.conftest import SHARDS
 from training.models.baseline import (
     EvidenceSentences,
     FastCountVectorizer,
+    FastTfidfTransformer,
     FrenchPreprocessor,
     HeadPreprocessor,
     KeyTable,
     WordColumns,
     WordTfidf,
+    _frame_columns,
     _word_tokens,
     fit_task,
     frame,
@@ -174,9 +176,10 @@ def small_model(small_build):
 
 
 def library_path(pipes: dict) -> dict:
-    """A copy of the pipelines whose vectorizers all count with scikit-learn's own CountVectorizer.transform."""
+    """A copy of the pipelines whose vectorizers all count with scikit-learn's own CountVectorizer.transform and
+    weigh with TfidfTransformer.transform."""
     pipes = copy.deepcopy(pipes)
-    seen = []
+    seen, weights = [], []
     for pipe in pipes.values():
         columns = pipe.named_steps["features"].named_transformers_
         for vec in (pipe[0].estimator.vectorizer_, columns["char"]["counts"] if "char" in columns else None,
@@ -184,8 +187,36 @@ def library_path(pipes: dict) -> dict:
             if vec is not None:
                 vec.lookup_ = None
                 seen.append(vec)
-    assert len(seen) >= 4
+        for tfidf in (columns["word"].tfidf_, columns["char"]["tfidf"] if "char" in columns else None,
+                      columns["evidence"].model_["tfidf"] if "evidence" in columns else None):
+            if tfidf is not None:
+                assert type(tfidf) is FastTfidfTransformer
+                tfidf.__class__ = TfidfTransformer
+                weights.append(tfidf)
+    assert len(seen) >= 4 and len(weights) >= 4
     return pipes
+
+
+@pytest.mark.parametrize("sublinear, norm, dtype", itertools.product([True, False], ["l2", "l1", None],
+                                                                     [np.float32, np.float64]))
+def test_fast_tfidf_is_the_librarys_transform(sublinear, norm, dtype):
+    rng = np.random.default_rng(0)
+    train = sp.random(60, 40, density=0.2, format="csr", random_state=1, data_rvs=lambda n: rng.integers(1, 6, n))
+    X = sp.random(25, 40, density=0.3, format="csr", random_state=2, dtype=dtype,
+                  data_rvs=lambda n: rng.integers(1, 9, n).astype(dtype))
+    X[3] = 0  # an empty row (no stored zeros: counts store none)
+    X = sp.csr_matrix(X)
+    X.eliminate_zeros()
+    fast = FastTfidfTransformer(sublinear_tf=sublinear, norm=norm).fit(train)
+    slow = TfidfTransformer(sublinear_tf=sublinear, norm=norm).fit(train)
+    before = X.copy()
+    got, expected = fast.transform(X), slow.transform(X)
+    assert type(got) is type(expected) and got.dtype == expected.dtype and got.format == "csr"
+    assert np.array_equal(got.indptr, expected.indptr) and np.array_equal(got.indices, expected.indices)
+    assert np.array_equal(got.data, expected.data)
+    assert (X != before).nnz == 0  # copy=True: the input is left as it was
+    with pytest.raises(ValueError):  # what the fast path does not take goes to the library, messages included
+        fast.transform(sp.csr_matrix(np.ones((2, 3))))
 
 
 def test_fast_path_predictions_are_the_library_paths_on_real_articles(small_model):
@@ -210,9 +241,10 @@ def test_column_features_are_the_column_transformers_matrix(small_model):
     for batch in (texts[:1], texts[:32], texts):
         X = frame(batch, dates[:len(batch)])
         for task, pipe in pipes.items():
-            counted = pipe[0].transform(X)
             columns = pipe.named_steps["features"]
-            got, expected = column_features(columns, counted), columns.transform(counted)
+            # the served path reads the columns as lists (`Columns`); the library reads the DataFrame
+            got = column_features(columns, pipe[0].transform(_frame_columns(batch, dates[:len(batch)], None)))
+            expected = columns.transform(pipe[0].transform(X))
             assert got.format == "csr" and got.dtype == expected.dtype and got.shape == expected.shape, task
             assert (got != expected).nnz == 0, task
             assert np.array_equal(pipe.named_steps["clf"].predict_proba(got), pipe.predict_proba(X)), task

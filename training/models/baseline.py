@@ -88,12 +88,44 @@ def _object_column(values: list) -> np.ndarray:
     return out
 
 
-def _sparse(data, indices, indptr, shape):
-    """A CSR matrix of scikit-learn's configured sparse interface (what CountVectorizer returns)."""
+def _sparray_configured() -> bool:
     from sklearn import get_config
 
-    cls = sp.csr_array if get_config().get("sparse_interface", "spmatrix") == "sparray" else sp.csr_matrix
+    return get_config().get("sparse_interface", "spmatrix") == "sparray"
+
+
+def _sparse(data, indices, indptr, shape):
+    """A CSR matrix of scikit-learn's configured sparse interface (what CountVectorizer returns)."""
+    cls = sp.csr_array if _sparray_configured() else sp.csr_matrix
     return cls((data, indices, indptr), shape=shape)
+
+
+class FastTfidfTransformer(TfidfTransformer):
+    """scikit-learn's TfidfTransformer, its `transform` without the per-call input checks for what the baselines
+    hand it: a CSR matrix of float counts as wide as the fitted vocabulary. The library's own steps on a copy (the
+    sublinear tf, the idf, the row norm by the routine `normalize` calls), so the same matrix, entry for entry
+    (tests/test_throughput.py); any other input takes the library's transform, checks and messages included. The
+    checks (`validate_data` twice, each asking narwhals whether a sparse matrix is a data frame) cost ~0.5 ms a
+    call, and a request makes four calls: a tenth of scoring one article (docs/benchmarks.md)."""
+
+    def transform(self, X, copy=True):
+        if not (sp.issparse(X) and X.format == "csr" and X.dtype in (np.float32, np.float64) and X.shape[0]
+                and hasattr(self, "idf_") and X.shape[1] == len(self.idf_) and self.norm in ("l1", "l2", None)):
+            return super().transform(X, copy=copy)
+        from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l1, inplace_csr_row_normalize_l2
+
+        X = X.copy() if copy else X
+        if self.sublinear_tf:
+            np.log(X.data, X.data)
+            X.data += 1.0
+        X.data *= self.idf_[X.indices]
+        if self.norm == "l2":
+            inplace_csr_row_normalize_l2(X)
+        elif self.norm == "l1":
+            inplace_csr_row_normalize_l1(X)
+        if _sparray_configured() != isinstance(X, sp.sparray):
+            X = sp.csr_array(X) if _sparray_configured() else sp.csr_matrix(X)
+        return X
 
 
 _HASH = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
@@ -432,7 +464,7 @@ class WordTfidf(TransformerMixin, BaseEstimator):
         self.columns_ = np.flatnonzero(mask)
         self.position_ = np.full(X.shape[1], -1, dtype=np.int64)
         self.position_[self.columns_] = np.arange(len(self.columns_))
-        self.tfidf_ = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(self._own(X))
+        self.tfidf_ = FastTfidfTransformer(sublinear_tf=self.sublinear_tf).fit(self._own(X))
         return self
 
     def transform(self, X):
@@ -606,7 +638,7 @@ class EvidenceSentences(TransformerMixin, BaseEstimator):
         counts = FastCountVectorizer(preprocessor=FrenchPreprocessor(0, split_elisions=False), ngram_range=(1, 2),
                                      min_df=2, dtype=np.float32)
         clf = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
-        steps = [("counts", counts), ("tfidf", TfidfTransformer(sublinear_tf=True)), ("clf", clf)]
+        steps = [("counts", counts), ("tfidf", FastTfidfTransformer(sublinear_tf=True)), ("clf", clf)]
         return Pipeline(steps).fit(sents, labels)
 
     def fit(self, X, y):
@@ -853,7 +885,7 @@ def build_pipeline(cfg: BaselineTaskConfig, words, seed: int = 0, n_jobs: int | 
             preprocessor=HeadPreprocessor() if cfg.char_scope == "head" else FrenchPreprocessor(cfg.title_weight),
             analyzer="char_wb", ngram_range=tuple(cfg.char_ngram_range), min_df=cfg.char_min_df,
             max_features=cfg.char_max_features, dtype=np.float32)
-        char = Pipeline([("counts", counts), ("tfidf", TfidfTransformer(sublinear_tf=True))])
+        char = Pipeline([("counts", counts), ("tfidf", FastTfidfTransformer(sublinear_tf=True))])
         vectorizers.append(("char", char, "text"))
     if cfg.date_weight:
         vectorizers.append(("date", PublicationMonth(cfg.date_weight), "date"))
@@ -886,9 +918,28 @@ def build_pipeline(cfg: BaselineTaskConfig, words, seed: int = 0, n_jobs: int | 
 def frame(texts: list[str], dates: list[str | None] | None = None, evidence: list[list[str]] | None = None) -> pd.DataFrame:
     """The pipelines' input: `text`, `date` ('YYYY-MM-DD' or None) for the models that use it, and `evidence`
     (the annotators' sentences, training rows only: empty lists when predicting)."""
+    return pd.DataFrame(dict(_frame_columns(texts, dates, evidence)))
+
+
+def _frame_columns(texts, dates, evidence) -> Columns:
     n = len(texts)
-    return pd.DataFrame({"text": texts, "date": dates if dates is not None else [None] * n,
-                         "evidence": evidence if evidence is not None else [[] for _ in range(n)]})
+    return Columns({"text": list(texts), "date": list(dates) if dates is not None else [None] * n,
+                    "evidence": evidence if evidence is not None else [[] for _ in range(n)]})
+
+
+class Columns(dict):
+    """`frame`'s columns as plain lists, for scoring through `proba_tasks`: what the fitted steps read of a frame
+    (a column by name, columns by a list of names, `assign`) without pandas' per-call cost. Building the frame,
+    selecting each block's columns and assigning the word counts took ~3 ms a request, a fifth of scoring one
+    article (docs/benchmarks.md). Training and `features` use the DataFrame."""
+
+    def __getitem__(self, key):
+        if isinstance(key, list):
+            return Columns({k: dict.__getitem__(self, k) for k in key})
+        return dict.__getitem__(self, key)
+
+    def assign(self, **columns) -> Columns:
+        return Columns({**self, **columns})
 
 
 def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed: int = 0,
@@ -915,8 +966,8 @@ def proba_tasks(pipes: dict[str, Pipeline], n_classes: dict[str, int], texts: li
     share their first step (the same fitted `shared_words` object)."""
     from sklearn import config_context
 
-    X = frame(texts, dates)
-    counted: dict[int, pd.DataFrame] = {}
+    X = _frame_columns(texts, dates, None)
+    counted: dict[int, Columns] = {}
     out = {}
     # fitted pipelines on frames this module builds: their parameters were checked at fit, their features are
     # finite. Skipping scikit-learn's per-call checks of both took 11-14 % off the scorer's CPU time (a batch of
@@ -924,7 +975,7 @@ def proba_tasks(pipes: dict[str, Pipeline], n_classes: dict[str, int], texts: li
     with config_context(assume_finite=True, skip_parameter_validation=True):
         for task, pipe in pipes.items():
             if pipe.steps[0][0] != "words":  # saved before the tasks shared their word counts
-                out[task] = proba_full(pipe, pipe[:-1].transform(X), n_classes[task])
+                out[task] = proba_full(pipe, pipe[:-1].transform(pd.DataFrame(dict(X))), n_classes[task])
                 continue
             first = pipe.steps[0][1]
             if id(first) not in counted:
@@ -934,7 +985,7 @@ def proba_tasks(pipes: dict[str, Pipeline], n_classes: dict[str, int], texts: li
     return out
 
 
-def column_features(columns: ColumnTransformer, X: pd.DataFrame):
+def column_features(columns: ColumnTransformer, X: pd.DataFrame | Columns):
     """`columns.transform(X)` for the fitted ColumnTransformer of `build_pipeline` (sparse output, no transformer
     weights, every other column dropped): each block's transform on its columns, stacked as ColumnTransformer
     stacks them. What it leaves out is the per-call work around the blocks (checking the frame's columns
@@ -944,7 +995,7 @@ def column_features(columns: ColumnTransformer, X: pd.DataFrame):
     blocks = columns.transformers_
     if columns.transformer_weights or not getattr(columns, "sparse_output_", False) or any(
             isinstance(t, str) and t != "drop" for _, t, _ in blocks):
-        return columns.transform(X)
+        return columns.transform(pd.DataFrame(dict(X)) if isinstance(X, Columns) else X)
     return sp.hstack([t.transform(X[c]) for _, t, c in blocks if not (isinstance(t, str) and t == "drop")]).tocsr()
 
 
