@@ -9,7 +9,9 @@ schema checks, the model's own input checks). The guard only makes its answers t
   copy of the whole input MLflow puts before a model's own message; the message is cut to `MAX_MESSAGE_CHARS`;
 - `/version` answers JSON (the model URI and version, the vigie and MLflow versions) instead of a bare string;
 - `/openapi.json` describes the served contract (the scoring app's own has no request body), so that a fuzzer can
-  be driven by it.
+  be driven by it;
+- a worker scores one request at a time, and an answer sent while others wait in that worker closes its
+  connection, so that the client's next request reaches an idle worker (`Guard._score`).
 """
 
 from __future__ import annotations
