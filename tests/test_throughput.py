@@ -282,3 +282,23 @@ def test_elision_split_changes_no_word_token(corpus):
     tokenize = re.compile(r"(?u)\b\w\w+\b").findall
     for doc in itertools.chain(train[:200], [ODD]):
         assert tokenize(FrenchPreprocessor(1)(doc)) == tokenize(FrenchPreprocessor(1, split_elisions=False)(doc))
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_linear_margins_are_the_librarys_decision_function(classes):
+    """`_margins` computes a linear model's decision values itself (without the per-call checks): the library's,
+    value for value, for LinearSVC and LogisticRegression, binary ([0, d]) and multi-class, float32 counts."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    from training.models.baseline import _margins
+
+    rng = np.random.default_rng(0)
+    X = sp.random(80, 30, density=0.3, format="csr", random_state=3, dtype=np.float32)
+    y = rng.integers(0, classes, 80)
+    for est in (LinearSVC().fit(X, y), LogisticRegression(max_iter=500).fit(X, y)):
+        d = est.decision_function(X[:7])
+        expected = np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
+        est.decision_function = None  # computed by `_margins` itself, not by the library's method
+        got = _margins(est, X[:7])
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), type(est).__name__

@@ -34,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
+from sklearn.utils.extmath import safe_sparse_dot
 
 from training.data.schema import NEUTRAL
 from training.models.contract import char_table, code_points, iso_date
@@ -729,7 +730,14 @@ def _margins(estimator, X) -> np.ndarray:
     margins (ComplementNB) gives its log-probabilities."""
     if not hasattr(estimator, "decision_function"):
         return estimator.predict_log_proba(X)
-    d = estimator.decision_function(X)
+    if isinstance(estimator, (LinearSVC, LogisticRegression)) and sp.issparse(X) and X.format == "csr" and X.shape[0] \
+            and X.shape[1] == estimator.coef_.shape[1]:
+        # the library's decision_function without its per-call input checks (~0.9 ms a call for one article,
+        # `validate_data` asking narwhals whether a sparse matrix is a data frame): the same product and sum
+        d = safe_sparse_dot(X, estimator.coef_.T, dense_output=True) + estimator.intercept_
+        d = d.ravel() if d.shape[1] == 1 else d
+    else:
+        d = estimator.decision_function(X)
     return np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
 
 
