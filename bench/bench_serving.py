@@ -125,7 +125,7 @@ def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clien
         if n != rows:
             raise RuntimeError(f"{n} rows answered for {rows} sent")
 
-    def run(chunk: list[tuple[bytes, int]]) -> None:  # the warm-up's
+    def run(chunk: list[tuple[bytes, int]]) -> None:  # warm-up: a new connection per chunk
         with httpx.Client(timeout=120) as client:
             for request in chunk:
                 post(client, request)
@@ -140,15 +140,14 @@ def http_figures(url: str, batches: list[list[dict]], singles: list[dict], clien
         list(pool.map(run, [[requests[i % len(requests)]] * 2 for i in range(max(clients, 2 * workers))]))
     # a shared queue rather than a fixed share per client: with fixed shares the wall time is that of the client
     # whose connection landed on the busiest worker
-    local = threading.local()
+    local, opened = threading.local(), []
 
     def post_next(request: tuple[bytes, int]) -> None:
-        if not hasattr(local, "client"):
+        if not hasattr(local, "client"):  # one keep-alive client per thread
             local.client = httpx.Client(timeout=120)
             opened.append(local.client)
         post(local.client, request)
 
-    opened: list = []
     t0, cpu0, server0 = time.perf_counter(), time.process_time(), group_cpu_s(server_pgid)
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(post_next, requests))

@@ -4,6 +4,8 @@ under pytest's tmp_path; MLflow runs go to a temporary sqlite store."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,19 @@ def use_trained_store(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store["uri"])
     mlflow.set_tracking_uri(trained_store["uri"])
     return trained_store
+
+
+def wait_for_running_run(experiment: str, child: subprocess.Popen, log: Path, timeout: float = 120):
+    """Until `experiment` has a RUNNING run of the `child` process; AssertionError, with the end of the child's
+    log, when the child exits first or no run starts in `timeout` s."""
+    import mlflow
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if child.poll() is not None:
+            raise AssertionError(f"the training exited ({child.returncode}) before it was interrupted:\n{log.read_text()[-3000:]}")
+        runs = mlflow.search_runs(experiment_names=[experiment])
+        if len(runs) and (runs["status"] == "RUNNING").any():
+            return runs
+        time.sleep(0.5)
+    raise AssertionError(f"the training started no run in {timeout:.0f} s:\n{log.read_text()[-3000:]}")

@@ -5,28 +5,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import mlflow
 
-from tests.conftest import REPO, small_overrides
+from tests.conftest import REPO, small_overrides, wait_for_running_run
 
 
-def test_sigkilled_training_is_cleaned_up(small_build, mlflow_store):
+def test_sigkilled_training_is_cleaned_up(small_build, mlflow_store, tmp_path):
     _, _, tmp = small_build
-    p = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "configs/baseline.yaml", *small_overrides(tmp), "experiment=sigkill"],
-                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    log = tmp_path / "train.log"
+    with open(log, "w") as fh:
+        p = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "configs/baseline.yaml", *small_overrides(tmp),
+                              "experiment=sigkill"], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
         try:
-            runs = mlflow.search_runs(experiment_names=["sigkill"])
-            if len(runs):
-                break
-        except Exception:
-            pass
-        time.sleep(0.3)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+            wait_for_running_run("sigkill", p, log)
+        finally:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
     assert list(mlflow.search_runs(experiment_names=["sigkill"])["status"]) == ["RUNNING"]
 
     # a live run of this very process must survive the cleanup

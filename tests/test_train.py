@@ -3,7 +3,6 @@
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -13,7 +12,7 @@ from mlflow import MlflowClient
 from training.config import load_config
 from training.train import train
 
-from tests.conftest import REPO, small_overrides
+from tests.conftest import REPO, small_overrides, wait_for_running_run
 
 
 def test_a_training_run_is_complete(use_trained_store):
@@ -58,18 +57,6 @@ def test_a_failing_training_ends_failed(small_build, mlflow_store, monkeypatch):
     assert list(runs["status"]) == ["FAILED"]
 
 
-def _wait_for_running_run(experiment: str, child: subprocess.Popen, log: Path, timeout: float = 120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if child.poll() is not None:
-            raise AssertionError(f"the training exited ({child.returncode}) before it was interrupted:\n{log.read_text()[-3000:]}")
-        runs = mlflow.search_runs(experiment_names=[experiment])
-        if len(runs) and (runs["status"] == "RUNNING").any():
-            return runs
-        time.sleep(0.5)
-    raise AssertionError(f"the training started no run in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.parametrize("sig, status, code", [(signal.SIGINT, "KILLED", 130), (signal.SIGTERM, "KILLED", 130)])
 def test_interrupted_training_is_killed_not_running(small_build, mlflow_store, tmp_path, sig, status, code):
     _, _, tmp = small_build
@@ -78,7 +65,7 @@ def test_interrupted_training_is_killed_not_running(small_build, mlflow_store, t
         p = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "configs/baseline.yaml", *small_overrides(tmp),
                               "experiment=sig"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
-            _wait_for_running_run("sig", p, log)
+            wait_for_running_run("sig", p, log)
             p.send_signal(sig)
             p.wait(timeout=120)
         finally:

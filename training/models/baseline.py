@@ -124,8 +124,9 @@ class FastTfidfTransformer(TfidfTransformer):
             inplace_csr_row_normalize_l2(X)
         elif self.norm == "l1":
             inplace_csr_row_normalize_l1(X)
-        if _sparray_configured() != isinstance(X, sp.sparray):
-            X = sp.csr_array(X) if _sparray_configured() else sp.csr_matrix(X)
+        sparray = _sparray_configured()
+        if sparray != isinstance(X, sp.sparray):
+            X = sp.csr_array(X) if sparray else sp.csr_matrix(X)
         return X
 
 
@@ -926,7 +927,7 @@ def build_pipeline(cfg: BaselineTaskConfig, words, seed: int = 0, n_jobs: int | 
 def frame(texts: list[str], dates: list[str | None] | None = None, evidence: list[list[str]] | None = None) -> pd.DataFrame:
     """The pipelines' input: `text`, `date` ('YYYY-MM-DD' or None) for the models that use it, and `evidence`
     (the annotators' sentences, training rows only: empty lists when predicting)."""
-    return pd.DataFrame(dict(_frame_columns(texts, dates, evidence)))
+    return _frame_columns(texts, dates, evidence).to_frame()
 
 
 def _frame_columns(texts, dates, evidence) -> Columns:
@@ -948,6 +949,9 @@ class Columns(dict):
 
     def assign(self, **columns) -> Columns:
         return Columns({**self, **columns})
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(dict(self))
 
 
 def fit_task(cfg: BaselineTaskConfig, texts: list[str], labels: np.ndarray, seed: int = 0,
@@ -983,7 +987,7 @@ def proba_tasks(pipes: dict[str, Pipeline], n_classes: dict[str, int], texts: li
     with config_context(assume_finite=True, skip_parameter_validation=True):
         for task, pipe in pipes.items():
             if pipe.steps[0][0] != "words":  # saved before the tasks shared their word counts
-                out[task] = proba_full(pipe, pipe[:-1].transform(pd.DataFrame(dict(X))), n_classes[task])
+                out[task] = proba_full(pipe, pipe[:-1].transform(X.to_frame()), n_classes[task])
                 continue
             first = pipe.steps[0][1]
             if id(first) not in counted:
@@ -1003,7 +1007,7 @@ def column_features(columns: ColumnTransformer, X: pd.DataFrame | Columns):
     blocks = columns.transformers_
     if columns.transformer_weights or not getattr(columns, "sparse_output_", False) or any(
             isinstance(t, str) and t != "drop" for _, t, _ in blocks):
-        return columns.transform(pd.DataFrame(dict(X)) if isinstance(X, Columns) else X)
+        return columns.transform(X.to_frame() if isinstance(X, Columns) else X)
     return sp.hstack([t.transform(X[c]) for _, t, c in blocks if not (isinstance(t, str) and t == "drop")]).tocsr()
 
 
