@@ -62,6 +62,7 @@ def test_evaluate_scores_the_file_and_links_the_run_to_the_model(use_trained_sto
     expected = f1_score([r["topic"] for r in kept], pred, labels=labels, average="macro", zero_division=0)
     assert m["evaluation_topic_macro_f1"] == pytest.approx(expected)
     assert f"{expected:.4f}" in out
+    assert f"{len(kept)} rows" in out and f"{len(kept)}.0" not in out  # counts print as counts
 
     version = client.get_model_version_by_alias("vigie", "champion")
     assert run.data.tags["vigie.evaluated_model_uri"] == CHAMPION

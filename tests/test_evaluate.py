@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import bootstrap
 from sklearn.metrics import average_precision_score, f1_score
 
 from training.evaluate import evaluate_task, plot_precision_recall
@@ -69,3 +70,28 @@ def test_bootstrap_statistics_are_scikit_learns():
                 assert binary_average_precision(truth, score) == pytest.approx(average_precision_score(truth, score), abs=1e-12)
             else:
                 assert np.isnan(binary_average_precision(truth, score))
+
+
+def test_a_class_of_two_rows_gets_a_finite_ap_interval_without_a_warning():
+    """With 2 of 100 rows, ~13 % of the resamples hold none of the class and their AP is undefined: the interval
+    is over the others (scipy alone gives NaN and a DegenerateDataWarning)."""
+    import warnings
+
+    from training.evaluate import BOOTSTRAP_RESAMPLES, binary_average_precision, bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 2 + [1] * 98)
+    score = np.where(y == 0, rng.uniform(0.4, 1.0, len(y)), rng.uniform(0.0, 0.8, len(y)))
+    pred = (score <= 0.7).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = bootstrap_interval(y, pred, score, 0)
+    low, high = ci["ap"]
+    assert 0 <= low < high <= 1
+    # the same resamples (same seed) by hand: the percentiles of the defined APs
+    res = bootstrap((y, score), lambda yy, ss: binary_average_precision(yy == 0, ss), paired=True, vectorized=False,
+                    n_resamples=BOOTSTRAP_RESAMPLES, method="percentile", rng=np.random.default_rng(0))
+    dist = res.bootstrap_distribution
+    assert np.isnan(dist).mean() > 0.05
+    assert (low, high) == pytest.approx(tuple(np.percentile(dist[~np.isnan(dist)], [2.5, 97.5])))
+    assert all(np.isfinite(ci["f1"]))

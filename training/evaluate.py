@@ -9,6 +9,7 @@ reports and figures keep the labels as they are."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,10 @@ def binary_average_precision(truth: np.ndarray, score: np.ndarray) -> float:
 
 def bootstrap_interval(y: np.ndarray, pred: np.ndarray, score: np.ndarray, j: int, seed: int = 0) -> dict[str, tuple[float, float]]:
     """95 % percentile-bootstrap intervals of class j's F1 and average precision (rows resampled with
-    replacement): the figures of a class with a handful of rows move a lot with which rows happen to be there."""
-    from scipy.stats import bootstrap
+    replacement): the figures of a class with a handful of rows move a lot with which rows happen to be there.
+    AP is undefined on a resample without a row of the class: its interval is taken over the resamples that
+    have one (NaN when none does), rather than scipy's NaN interval and DegenerateDataWarning."""
+    from scipy.stats import DegenerateDataWarning, bootstrap
 
     def f1(yy, pp):
         return binary_f1(yy == j, pp == j)
@@ -99,9 +102,15 @@ def bootstrap_interval(y: np.ndarray, pred: np.ndarray, score: np.ndarray, j: in
 
     out = {}
     for name, stat, other in (("f1", f1, pred), ("ap", ap, score)):
-        res = bootstrap((y, other), stat, paired=True, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES,
-                        method="percentile", rng=np.random.default_rng(seed))
-        out[name] = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateDataWarning)
+            res = bootstrap((y, other), stat, paired=True, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES,
+                            method="percentile", rng=np.random.default_rng(seed))
+        low, high = res.confidence_interval.low, res.confidence_interval.high
+        if np.isnan(low) or np.isnan(high):
+            defined = res.bootstrap_distribution[~np.isnan(res.bootstrap_distribution)]
+            low, high = np.percentile(defined, [2.5, 97.5]) if len(defined) else (np.nan, np.nan)
+        out[name] = (float(low), float(high))
     return out
 
 
@@ -148,10 +157,10 @@ def evaluate_task(split: str, task: str, y: np.ndarray, proba: np.ndarray, label
             else:
                 metrics[f"{prefix}_{k}_{name}"] = float(v)
     report = {
+        **{k.removeprefix(prefix + "_"): v for k, v in metrics.items()},  # first: the float `n` gives way to the int
         "split": split, "task": task, "n": int(len(y)), "labels": labels, "per_class": per_class, "pr_curves": curves,
         "confusion": confusion_matrix(y, pred, labels=every).tolist(),
         "reliability": reliability.to_dict(orient="records"),
-        **{k.removeprefix(prefix + "_"): v for k, v in metrics.items()},
     }
     return metrics, report
 
