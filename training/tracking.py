@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -308,9 +309,14 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: st
 
 
 def log_dataset_split(df, name: str, source: str, targets: str | None, context: str):
-    dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)  # the digest: no write yet
-    with signals_deferred():
-        mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():  # two of MLflow's hints that say nothing about a dataset record:
+        # a local path matches its "" and "file" sources, both LocalArtifactDatasetSource
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+        # the integer label columns; this schema is the record's, not a model signature that could meet a null
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+        dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)  # the digest: no write yet
+        with signals_deferred():
+            mlflow.log_input(dataset, context=context)  # where the schema is inferred
     return dataset
 
 
